@@ -1,0 +1,71 @@
+# emclip — the two quick-start commands are `make run` and `make test`.
+# Every target creates .venv and installs the pinned requirements when they are missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.emclip-installed
+PROFILE ?= ci
+NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg
+export HF_HUB_OFFLINE ?= 1
+export MPLBACKEND ?= Agg
+export PYTHONHASHSEED ?= 0
+
+.PHONY: help install run test test-unit test-nb test-all lab sweep fixup strip lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the pinned requirements and emclip (editable)
+
+run: $(STAMP)  ## the main job: execute every notebook on the embedded default, write results/
+	@start=$$(date +%s); \
+	$(BIN)/emclip run --output results; rc=$$?; \
+	echo "make run: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+test: $(STAMP)  ## unit tests, then every notebook through nbval in the `ci` profile
+	@start=$$(date +%s); \
+	EMCLIP_PROFILE=ci $(PY) -m pytest tests -q -p no:cacheprovider && \
+	EMCLIP_PROFILE=ci $(PY) -m pytest $(NBVAL_FLAGS) notebooks -q -p no:cacheprovider; rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s (after the install)"; exit $$rc
+
+test-unit: $(STAMP)  ## unit tests only
+	EMCLIP_PROFILE=ci $(PY) -m pytest tests -q
+
+test-nb: $(STAMP)  ## notebooks only, through nbval (PROFILE=ci by default)
+	EMCLIP_PROFILE=$(PROFILE) $(PY) -m pytest $(NBVAL_FLAGS) notebooks -q
+
+test-all: $(STAMP)  ## everything, slow tests included
+	EMCLIP_RUN_SLOW=1 EMCLIP_PROFILE=ci $(PY) -m pytest tests -q
+
+lab: $(STAMP)  ## JupyterLab on the notebooks
+	$(BIN)/jupyter lab notebooks
+
+sweep: $(STAMP)  ## an example papermill sweep (see `emclip sweep --help`)
+	$(BIN)/emclip sweep notebooks/03_em_aggregation.ipynb -g em_bases=4,8 -g em_iters=1,3 --output results/sweeps/example
+
+bench: $(STAMP)  ## run the benchmark scripts (print figures)
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+fixup: $(STAMP)  ## ruff fix + format (py and ipynb), strip notebook outputs
+	$(BIN)/ruff check --fix emclip tests benchmarks notebooks
+	$(BIN)/ruff format emclip tests benchmarks notebooks
+	$(BIN)/nbstripout notebooks/*.ipynb
+
+strip: $(STAMP)  ## strip notebook outputs
+	$(BIN)/nbstripout notebooks/*.ipynb
+
+lint: $(STAMP)  ## ruff check
+	$(BIN)/ruff check emclip tests benchmarks notebooks
+
+clean:  ## remove caches and results of runs (keeps .venv)
+	rm -rf .pytest_cache .ruff_cache results/notebooks results/runs results/sweeps
