@@ -1,0 +1,1 @@
+"""Checkers for the notebooks' exercises: call them on your solution, they explain what is wrong."""
