@@ -1,0 +1,54 @@
+"""Optional on-disk cache of synthetic samples (one compressed ``.npz`` per sample).
+
+Generation is fast, so the cache matters only for large images or slow disks-vs-CPU
+trade-offs (e.g. the ``gpu`` profile at 224 px with many workers). Enable it with
+``EMCLIP_SYNTHETIC_CACHE=1`` (stored under ``emclip.runtime.cache_dir()/synthetic``) or a path.
+Files are written atomically (tmp + ``os.replace``), so parallel workers never read half a file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from emclip.runtime import cache_dir
+
+CACHE_ENV = "EMCLIP_SYNTHETIC_CACHE"
+
+
+def cache_from_env() -> SampleCache | None:
+    """The cache named by ``$EMCLIP_SYNTHETIC_CACHE`` (``1`` = default folder), else ``None``."""
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if not value or value.lower() in {"0", "false", "no"}:
+        return None
+    folder = cache_dir() / "synthetic" if value.lower() in {"1", "true", "yes"} else Path(value).expanduser()
+    return SampleCache(folder)
+
+
+class SampleCache:
+    """Stores (image, mask) arrays under a key string."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    def path(self, key: str) -> Path:
+        return self.folder / (key.replace("|", "_").replace("/", "_") + ".npz")
+
+    def load(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as data:
+                return data["image"], data["mask"]
+        except (OSError, ValueError, KeyError):  # a corrupt entry is regenerated
+            return None
+
+    def save(self, key: str, image: np.ndarray, mask: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.path(key)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez_compressed(tmp, image=image, mask=mask)
+        os.replace(tmp, path)

@@ -1,0 +1,235 @@
+"""Real-data loaders on fake trees in exactly the public layouts (Fundus-DG, M&Ms) + `emclip prepare`."""
+
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from emclip.cli import main as cli_main
+from emclip.data import get_dataset
+from emclip.data.real_fundus import DOMAIN_DIRS, decode_fundus_mask
+from emclip.data.real_mms import _frames
+from emclip.data.splits import mms_split_of
+
+
+def fundus_arrays(h=30, w=40, shift=0):
+    """A fake ROI: RGB image and DoFE grey mask (255 bg, 128 rim, 0 cup) with known label counts."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(yy - h / 2, xx - w / 2 - shift)
+    grey = np.full((h, w), 255, np.uint8)
+    grey[r < 10] = 128
+    grey[r < 5] = 0
+    image = np.stack([np.full((h, w), 200), (r * 4).clip(0, 255), np.full((h, w), 30)], -1).astype(np.uint8)
+    return image, grey
+
+
+def make_fundus_tree(root, n_train=10, n_test=2):
+    for folder in DOMAIN_DIRS.values():
+        for split, count in (("train", n_train), ("test", n_test)):
+            base = root / "Fundus" / folder / split / "ROIs"
+            (base / "image").mkdir(parents=True)
+            (base / "mask").mkdir(parents=True)
+            for i in range(count):
+                image, grey = fundus_arrays(shift=i % 3)
+                Image.fromarray(image).save(base / "image" / f"g{i:04d}.png")
+                Image.fromarray(grey).save(base / "mask" / f"g{i:04d}.png")
+    return root
+
+
+@pytest.fixture
+def fundus_root(tmp_path):
+    return make_fundus_tree(tmp_path)
+
+
+def test_fundus_decoding_and_resizing(fundus_root):
+    ds = get_dataset("fundus", "domain1", "test", source="real", root=fundus_root, size=30)
+    assert len(ds) == 2
+    sample = ds[0]
+    image, grey = fundus_arrays(shift=0)
+    assert sample["image"].shape == (3, 30, 30) and sample["mask"].shape == (30, 30)
+    assert sample["domain"] == "domain1" and "g0000" in sample["id"]
+    labels = decode_fundus_mask(grey)
+    assert (labels == 2).sum() == (grey == 0).sum() and (labels == 1).sum() == (grey == 128).sum()
+    assert set(sample["mask"].unique().tolist()) == {0, 1, 2}
+    assert float(sample["image"][0].mean()) == pytest.approx(200 / 255, abs=0.01)  # red channel kept
+    assert float(sample["image"][2].mean()) == pytest.approx(30 / 255, abs=0.01)
+    # nearest-neighbour mask resizing keeps the label proportions (cup / disc area ratio ~ 1/4)
+    ratio = float((sample["mask"] == 2).sum()) / float((sample["mask"] > 0).sum())
+    assert ratio == pytest.approx((grey == 0).sum() / (grey < 255).sum(), abs=0.08)
+
+
+def test_fundus_mask_thresholds_follow_dofe():
+    grey = np.full((10, 10), 128, np.uint8)  # mostly clean levels; a few anti-aliased edge values
+    grey[0, :4] = [0, 50, 51, 128]
+    grey[1, :4] = [200, 201, 255, 255]
+    labels = decode_fundus_mask(grey)
+    assert labels[:2, :4].tolist() == [[2, 2, 1, 1], [1, 0, 0, 0]]
+
+
+def test_fundus_splits_val_is_every_tenth_train_image(fundus_root):
+    train = get_dataset("fundus", "domain3", "train", source="real", root=fundus_root, size=16)
+    val = get_dataset("fundus", "domain3", "val", source="real", root=fundus_root, size=16)
+    ids_train = {train[i]["id"] for i in range(len(train))}
+    assert len(train) == 9 and len(val) == 1 and val[0]["id"] not in ids_train
+
+
+def test_real_root_from_environment(fundus_root, monkeypatch):
+    monkeypatch.setenv("EMCLIP_DATA_DIR", str(fundus_root))
+    assert len(get_dataset("fundus", "domain2", "test", source="real", size=16)) == 2
+    monkeypatch.delenv("EMCLIP_DATA_DIR")
+    with pytest.raises(FileNotFoundError, match="EMCLIP_DATA_DIR"):
+        get_dataset("fundus", "domain2", "test", source="real")
+
+
+def test_fundus_missing_folder(fundus_root):
+    import shutil
+
+    shutil.rmtree(fundus_root / "Fundus" / "Domain2" / "test" / "ROIs" / "mask")
+    with pytest.raises(FileNotFoundError, match=r"Domain2/test/ROIs/mask.*emclip prepare"):
+        get_dataset("fundus", "domain2", "test", source="real", root=fundus_root)
+
+
+def test_fundus_image_without_mask(fundus_root):
+    (fundus_root / "Fundus" / "Domain1" / "test" / "ROIs" / "mask" / "g0001.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"g0001\.png has no mask"):
+        get_dataset("fundus", "domain1", "test", source="real", root=fundus_root)
+
+
+def test_fundus_unexpected_mask_values(fundus_root):
+    bad = fundus_root / "Fundus" / "Domain1" / "test" / "ROIs" / "mask" / "g0000.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40), dtype=np.uint8)).save(bad)
+    ds = get_dataset("fundus", "domain1", "test", source="real", root=fundus_root)
+    with pytest.raises(ValueError, match=r"g0000\.png: unexpected mask values.*255 background"):
+        ds[0]
+
+
+def test_fundus_unreadable_file(fundus_root):
+    bad = fundus_root / "Fundus" / "Domain4" / "test" / "ROIs" / "image" / "g0000.png"
+    bad.write_bytes(b"not a png at all")
+    ds = get_dataset("fundus", "domain4", "test", source="real", root=fundus_root)
+    with pytest.raises(RuntimeError, match=r"g0000\.png.*download it again"):
+        ds[0]
+
+
+def test_fundus_shape_mismatch(fundus_root):
+    mask = fundus_root / "Fundus" / "Domain1" / "test" / "ROIs" / "mask" / "g0000.png"
+    Image.fromarray(np.full((20, 20), 255, np.uint8)).save(mask)
+    ds = get_dataset("fundus", "domain1", "test", source="real", root=fundus_root)
+    with pytest.raises(ValueError, match=r"Shape mismatch: image .*g0000\.png is 40x30 but its mask"):
+        ds[0]
+
+
+# ----- M&Ms ------------------------------------------------------------------------------
+def codes_for(split, count, prefix):
+    found, k = [], 0
+    while len(found) < count:
+        code = f"{prefix}{k:04d}"
+        if mms_split_of(code) == split:
+            found.append(code)
+        k += 1
+    return found
+
+
+def make_mms_tree(root, vendor="A", split="train", n_subjects=2, shape=(24, 20, 3, 5), ed=0, es=3):
+    rng = np.random.default_rng(0)
+    codes = codes_for(split, n_subjects, f"{vendor}X")
+    with open(root / "201014_M&Ms_Dataset_Information_-_opendataset.csv", "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if handle.tell() == 0:
+            writer.writerow(["External code", "VendorName", "Vendor", "Centre", "ED", "ES"])
+        for code in codes:
+            writer.writerow([code, "Siemens", vendor, 1, ed, es])
+    for code in codes:
+        folder = root / "Training" / "Labeled" / code
+        folder.mkdir(parents=True)
+        volume = rng.random(shape).astype(np.float32) * 500
+        labels = np.zeros(shape, np.int16)
+        for frame in (ed, es):
+            labels[8:14, 8:12, 0, frame] = 1  # slice 0: LV + MYO
+            labels[6:16, 6:8, 0, frame] = 2
+            labels[8:12, 14:18, 1, frame] = 3  # slice 1: RV only; slice 2 empty
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), folder / f"{code}_sa.nii.gz")
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), folder / f"{code}_sa_gt.nii.gz")
+    _frames.cache_clear()
+    return codes
+
+
+def test_mms_slices_and_decoding(tmp_path):
+    codes = make_mms_tree(tmp_path, "A", "train")
+    make_mms_tree(tmp_path, "B", "train")
+    ds = get_dataset("cardiac", "A", "train", source="real", root=tmp_path, size=32)
+    assert len(ds) == 2 * 2 * 2  # subjects x (ED, ES) x non-empty slices
+    sample = ds[0]
+    assert sample["image"].shape == (3, 32, 32) and sample["mask"].dtype == torch.int64
+    assert sample["domain"] == "A" and sample["id"].startswith(f"mms-{codes[0]}-ED-z00")
+    assert set(sample["mask"].unique().tolist()) == {0, 1, 2}
+    assert 0.0 <= float(sample["image"].min()) and float(sample["image"].max()) <= 1.0
+    assert torch.equal(sample["image"][0], sample["image"][2])
+    assert len(get_dataset("cardiac", "A", "test", source="real", root=tmp_path)) == 0
+    assert len(get_dataset("cardiac", "B", "train", source="real", root=tmp_path)) == 8
+
+
+def test_mms_missing_vendor_table(tmp_path):
+    make_mms_tree(tmp_path)
+    next(tmp_path.glob("*.csv")).unlink()
+    with pytest.raises(FileNotFoundError, match=r"No M&Ms vendor table .*External code"):
+        get_dataset("cardiac", "A", "train", source="real", root=tmp_path)
+
+
+def test_mms_shape_mismatch_and_bad_labels(tmp_path):
+    codes = make_mms_tree(tmp_path)
+    gt = tmp_path / "Training" / "Labeled" / codes[0] / f"{codes[0]}_sa_gt.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((24, 20, 2, 5), np.int16), np.eye(4)), gt)
+    _frames.cache_clear()
+    with pytest.raises(ValueError, match=rf"Shape mismatch: .*{codes[0]}_sa.nii.gz"):
+        get_dataset("cardiac", "A", "train", source="real", root=tmp_path)
+    labels = np.zeros((24, 20, 3, 5), np.int16)
+    labels[0, 0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), gt)
+    _frames.cache_clear()
+    with pytest.raises(ValueError, match=r"unexpected label values \[0, 7\]"):
+        get_dataset("cardiac", "A", "train", source="real", root=tmp_path)
+
+
+def test_mms_unreadable_volume(tmp_path):
+    codes = make_mms_tree(tmp_path)
+    (tmp_path / "Training" / "Labeled" / codes[1] / f"{codes[1]}_sa.nii.gz").write_bytes(b"garbage")
+    _frames.cache_clear()
+    with pytest.raises(RuntimeError, match=rf"Cannot read NIfTI file .*{codes[1]}_sa.nii.gz"):
+        get_dataset("cardiac", "A", "train", source="real", root=tmp_path)
+
+
+# ----- emclip prepare ----------------------------------------------------------------------
+def test_prepare_reports_complete_and_missing(fundus_root, tmp_path, capsys):
+    assert cli_main(["prepare", "--task", "fundus", "--root", str(fundus_root)]) == 0
+    assert "complete" in capsys.readouterr().out
+    (fundus_root / "Fundus" / "Domain3" / "train" / "ROIs" / "mask" / "g0002.png").unlink()
+    assert cli_main(["prepare", "--task", "fundus", "--root", str(fundus_root)]) == 1
+    out = capsys.readouterr().out
+    assert "INCOMPLETE" in out and "g0002.png" in out and "Domain3" in out
+
+
+def test_prepare_mms(tmp_path, capsys):
+    mms = tmp_path / "MnM"
+    mms.mkdir()
+    for vendor in "ABCD":
+        make_mms_tree(mms, vendor)
+    assert cli_main(["prepare", "--task", "cardiac", "--root", str(tmp_path)]) == 0
+    assert "vendor D labelled subjects: 2" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli_main(["prepare", "--task", "cardiac", "--root", str(empty)]) == 1
+    assert "No M&Ms vendor table" in capsys.readouterr().out
+
+
+def test_exercise_checker_decode():
+    from emclip.exercises.data import check_decode_fundus_mask
+
+    assert "correct" in check_decode_fundus_mask(decode_fundus_mask)
+    with pytest.raises(AssertionError, match="should map to label"):
+        check_decode_fundus_mask(lambda g: (g < 128).astype(int))  # wrong thresholds
