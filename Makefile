@@ -51,7 +51,7 @@ lab: $(STAMP)  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks
 
 sweep: $(STAMP)  ## an example papermill sweep (see `emclip sweep --help`)
-	$(BIN)/emclip sweep notebooks/03_em_aggregation.ipynb -g em_bases=4,8 -g em_iters=1,3 --output results/sweeps/example
+	$(BIN)/emclip sweep notebooks/03_em_aggregation.ipynb -g em_bases=4,8 -g em_iters=1,3 --profile $(PROFILE) --output results/sweeps/example --plot silhouette_after
 
 bench: $(STAMP)  ## run the benchmark scripts (print figures)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

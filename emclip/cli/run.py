@@ -1,0 +1,24 @@
+"""``emclip run``: the main job. Execute every notebook in order and write results/summary.md."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run", help="execute every notebook (papermill) and write executed copies, HTML, figures, summary.md",
+        description="Execute notebooks/NN_*.ipynb in order on the embedded default parameters; write the "
+        "executed notebooks, HTML copies, figures, metrics records and summary.md under OUTPUT.")
+    parser.add_argument("--output", "-o", default="results", help="output folder (default: results)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="NN",
+                        help="run only these notebooks (number prefixes or name parts, e.g. --only 03 05)")
+    parser.add_argument("--profile", default=None, help="ci, cpu, gpu or auto (default: $EMCLIP_PROFILE or auto)")
+    parser.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default: notebooks)")
+    parser.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from emclip.runner import run_notebooks
+
+    runs = run_notebooks(args.notebooks, args.output, only=args.only, profile=args.profile, timeout=args.timeout)
+    return 0 if all(r.ok for r in runs) else 1

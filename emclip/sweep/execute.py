@@ -1,0 +1,203 @@
+"""Execute a notebook with papermill (one run), and a grid of runs in parallel processes.
+
+Each run's kernel gets ``$EMCLIP_RECORD_FILE`` (where ``emclip.runlog.record`` writes),
+``$EMCLIP_RESULTS_DIR`` and ``$EMCLIP_PROFILE`` through the environment it inherits from the
+worker process, which sets them just before papermill starts the kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emclip.runlog import RECORD_ENV, RESULTS_ENV
+from emclip.sweep.grid import grid_points, run_name
+from emclip.sweep.table import STATUS_FILE, gather, read_status
+
+METRICS_FILE = "metrics.json"
+#: the kernel draws figures inline so that executed notebooks keep them (``MPLBACKEND=Agg``,
+#: which the Makefile and CI export, would drop every figure).
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str | None]):
+    """Set (or with ``None`` remove) environment variables, and restore them afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = str(value)
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+def _error_text(err: BaseException) -> str:
+    ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
+    if ename:  # papermill's PapermillExecutionError: the exception raised inside the notebook
+        cell = getattr(err, "exec_count", None)
+        return f"{ename}: {evalue} (cell [{cell}])" if cell is not None else f"{ename}: {evalue}"
+    return f"{type(err).__name__}: {err}"
+
+
+def execute_run(notebook: str | os.PathLike, run_dir: str | os.PathLike, params: dict | None = None,
+                profile: str | None = None, output_notebook: str | os.PathLike | None = None,
+                results: str | os.PathLike | None = None, timeout: float | None = None,
+                kernel_name: str = "python3") -> dict:
+    """Execute ``notebook`` once with papermill and write its ``run.json``; returns that record.
+
+    The kernel runs in the notebook's folder with ``$EMCLIP_RECORD_FILE`` = ``run_dir/metrics.json``
+    (so ``emclip.runlog.record`` lands there), ``$EMCLIP_PROFILE`` = ``profile`` when given, and
+    ``$EMCLIP_RESULTS_DIR`` = ``results`` (default ``run_dir/results``). The executed notebook goes
+    to ``output_notebook`` (default ``run_dir/<notebook name>``). Never raises for an error
+    inside the notebook: the record says ``status: failed`` with the error and the executed
+    notebook's path (its outputs show the traceback).
+    """
+    import papermill
+
+    notebook, run_dir = Path(notebook).resolve(), Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out_nb = Path(output_notebook).resolve() if output_notebook else run_dir / notebook.name
+    out_nb.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / METRICS_FILE
+    metrics_path.unlink(missing_ok=True)  # never mix in a previous attempt's numbers
+    (run_dir / STATUS_FILE).unlink(missing_ok=True)
+    env = {RECORD_ENV: str(metrics_path), RESULTS_ENV: str(results or run_dir / "results"),
+           "MPLBACKEND": INLINE_BACKEND}
+    if profile is not None:
+        env["EMCLIP_PROFILE"] = profile
+    status = {"notebook": str(notebook), "output": str(out_nb), "params": dict(params or {}),
+              "profile": profile or os.environ.get("EMCLIP_PROFILE", "auto"), "started": time.time()}
+    with patched_environ(env):
+        try:
+            papermill.execute_notebook(str(notebook), str(out_nb), parameters=dict(params or {}),
+                                       kernel_name=kernel_name, cwd=str(notebook.parent),
+                                       progress_bar=False, execution_timeout=timeout)
+            status.update(status="ok", error=None)
+        except Exception as err:  # a failed run is reported, never fatal for the sweep
+            status.update(status="failed", error=_error_text(err))
+    status["seconds"] = round(time.time() - status["started"], 2)
+    try:
+        status["metrics"] = json.loads(metrics_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        status["metrics"] = {}
+    _write_json(run_dir / STATUS_FILE, status)
+    return status
+
+
+def _execute_task(task: dict) -> dict:
+    """Worker entry point (module level so that a spawned process can import it)."""
+    return execute_run(**task)
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` did. ``table``: one row per run of the grid (params, status, metrics)."""
+
+    output: Path
+    table: object  # pandas.DataFrame
+    executed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _mp_context():
+    """``fork`` on Linux outside Jupyter (workers reuse the imported modules: seconds saved per
+    worker; they only start kernels, never run torch ops), else ``spawn`` (safe in a kernel, any OS)."""
+    kernel_app = sys.modules.get("ipykernel.kernelapp")
+    in_kernel = kernel_app is not None and kernel_app.IPKernelApp.initialized()
+    if sys.platform.startswith("linux") and not in_kernel:
+        import papermill  # noqa: F401  (imported once here, inherited by the forked workers)
+
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def _default_jobs() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def run_sweep(notebook: str | os.PathLike, grid: dict[str, list], output: str | os.PathLike | None = None,
+              profile: str | None = None, jobs: int | None = None, force: bool = False,
+              timeout: float | None = None, progress: bool = True) -> SweepResult:
+    """Execute ``notebook`` for every point of ``grid`` into ``output`` and gather the table.
+
+    Args:
+        notebook: path of the notebook to sweep (its ``parameters`` cell names the knobs).
+        grid: name -> list of values (see :func:`parse_grid`); ``{}`` runs the defaults once.
+        output: sweep folder, default ``results/sweeps/<notebook stem>``.
+        profile: run profile for every run (``ci``, ``cpu``, ``gpu``, ``auto``); default: inherit
+            ``$EMCLIP_PROFILE``.
+        jobs: parallel runs (separate processes, each with its own kernel); default min(2, CPUs).
+        force: execute again even the runs that finished.
+        timeout: per-cell timeout in seconds (``None``: no limit).
+    Returns:
+        :class:`SweepResult`; ``result.table`` is also saved as ``<output>/sweep.csv``.
+    """
+    from tqdm.auto import tqdm
+
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"Notebook to sweep not found: {notebook}. Pass the path of an .ipynb "
+                                "file, e.g. notebooks/03_em_aggregation.ipynb.")
+    if profile is not None:
+        from emclip.runtime import get_profile
+
+        get_profile(profile)  # unknown names fail here, listing the valid ones
+    jobs = _default_jobs() if jobs is None else int(jobs)
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    output = Path(output) if output is not None else Path("results") / "sweeps" / notebook.stem
+    points = grid_points(grid) if grid else [{}]
+    names = [run_name(p) for p in points]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Two grid points map to the same run name ({names}); use distinct values.")
+    result = SweepResult(output=output.resolve(), table=None)
+    todo = []
+    for name, params in zip(names, points):
+        done = read_status(output / name)
+        if not force and done and done.get("status") == "ok" and done.get("params") == params:
+            result.skipped.append(name)
+        else:
+            todo.append({"notebook": str(notebook), "run_dir": str(output / name), "params": params,
+                         "profile": profile, "timeout": timeout})
+    if todo:
+        workers = min(jobs, len(todo))
+        context = _mp_context()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(_execute_task, task): task for task in todo}
+            bar = tqdm(total=len(todo), desc=f"sweep {notebook.stem}", disable=not progress)
+            for future in as_completed(futures):
+                task, status = futures[future], future.result()
+                result.executed.append(Path(task["run_dir"]).name)
+                if status["status"] != "ok":
+                    result.failed.append(status)
+                    bar.write(f"FAILED {Path(task['run_dir']).name}: {status['error']}\n"
+                              f"  executed notebook: {status['output']}")
+                bar.update(1)
+            bar.close()
+    result.table = gather(output, names=names)
+    return result

@@ -1,0 +1,185 @@
+"""emclip.sweep: grid parsing, run names, the papermill sweep (parallel, resumable, failures), plots."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+import pandas as pd
+import pytest
+
+from emclip import runlog
+from emclip.cli import main
+from emclip.sweep import (
+    demo_notebook,
+    gather,
+    grid_points,
+    make_notebook,
+    parse_grid,
+    parse_value,
+    read_status,
+    run_name,
+)
+from emclip.viz.sweep import metric_long, plot_metric_heatmap, plot_metric_vs_k_t, plot_metric_vs_param
+
+matplotlib.use("Agg")
+
+
+def test_parse_grid_parses_literals_and_keeps_strings():
+    grid = parse_grid(["em_bases=4,8", "lam=0.5,1e1", "flag=True,False,None", "domain=domain1,'domain 2'",
+                       "layers=[3,6],[9]", "name=ViT-B-16"])
+    assert grid == {"em_bases": [4, 8], "lam": [0.5, 10.0], "flag": [True, False, None],
+                    "domain": ["domain1", "domain 2"], "layers": [[3, 6], [9]], "name": ["ViT-B-16"]}
+    assert type(grid["lam"][1]) is float and type(grid["em_bases"][0]) is int
+    assert parse_value(" 3 ") == 3 and parse_value("cpu") == "cpu"
+
+
+@pytest.mark.parametrize("spec", ["em_bases", "=4,8", "em bases=4", "k=", "k=1,,"])
+def test_parse_grid_rejects_bad_entries(spec):
+    if spec == "k=1,,":  # empty items are ignored, not an error
+        assert parse_grid([spec]) == {"k": [1]}
+        return
+    with pytest.raises(ValueError, match="NAME=V1,V2"):
+        parse_grid([spec])
+
+
+def test_parse_grid_rejects_a_repeated_parameter():
+    with pytest.raises(ValueError, match="twice"):
+        parse_grid(["k=1", "k=2"])
+
+
+def test_grid_points_and_run_names_are_deterministic():
+    points = grid_points({"em_bases": [4, 8], "em_iters": [1, 3]})
+    assert points == [{"em_bases": 4, "em_iters": 1}, {"em_bases": 4, "em_iters": 3},
+                      {"em_bases": 8, "em_iters": 1}, {"em_bases": 8, "em_iters": 3}]
+    assert [run_name(p) for p in points][:2] == ["em_bases=4__em_iters=1", "em_bases=4__em_iters=3"]
+    assert run_name({"layers": [3, 6], "d": "a/b c", "x": None}) == "layers=-3,6-__d=a-b-c__x=None"
+    assert run_name({}) == "default"
+    with pytest.raises(ValueError, match="non-empty list"):
+        grid_points({"k": []})
+
+
+def test_demo_notebook_runs_em_and_records_fit_per_domain(tmp_path, monkeypatch):
+    """Execute the demo's cells in this process (no kernel): more bases and iterations fit better."""
+    import nbformat
+
+    monkeypatch.delenv(runlog.RECORD_ENV, raising=False)
+    nb = nbformat.read(str(demo_notebook(tmp_path / "demo.ipynb")), as_version=4)
+    nbformat.validate(nb)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    fits = {}
+    for k, t in [(2, 1), (16, 3)]:
+        namespace = {}
+        exec(params[0].source, namespace)
+        namespace.update(em_bases=k, em_iters=t, profile="ci")
+        for cell in nb.cells:
+            if cell.cell_type == "code" and cell is not params[0]:
+                exec(cell.source, namespace)
+        fits[k] = runlog.records()["fit"]
+        assert runlog.records()["K"] == k and runlog.records()["T"] == t
+    assert set(fits[2]) == {"domain1", "domain2", "domain3", "domain4"}
+    assert all(fits[16][d] > fits[2][d] + 0.1 for d in fits[2])
+    assert fits[2]["domain1"] > fits[2]["domain4"]  # the noisier toy domain is harder to fit
+
+
+FIXTURE_CODE = """if a == 0:
+    raise ZeroDivisionError("a must not be 0")
+import emclip.runlog
+emclip.runlog.record(score=10 / a, per={"d1": a, "d2": 2 * a}, tag=tag)"""
+
+
+def test_sweep_runs_in_parallel_resumes_and_reports_failures(tmp_path, capsys):
+    notebook = make_notebook(tmp_path / "nb" / "fixture.ipynb", "a = 1\ntag = 'x'", [FIXTURE_CODE])
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(notebook), "-g", "a=2,0", "-g", "tag=y", "--jobs", "2", "--output", str(out),
+            "--profile", "ci"]
+
+    assert main(argv) == 1  # one run failed: non-zero exit, the others completed
+    printed = capsys.readouterr().out
+    failed_nb = out / "a=0__tag=y" / "fixture.ipynb"
+    assert "ZeroDivisionError: a must not be 0" in printed and str(failed_nb) in printed
+    assert failed_nb.exists()  # the executed notebook shows the traceback
+
+    table = pd.read_csv(out / "sweep.csv")
+    assert list(table["run"]) == ["a=2__tag=y", "a=0__tag=y"]
+    assert list(table["status"]) == ["ok", "failed"]
+    ok = table.iloc[0]
+    assert ok["score"] == 5.0 and ok["per.d1"] == 2 and ok["per.d2"] == 4
+    assert ok["tag"] == "y"  # the grid value reached the notebook, not the default 'x'
+    status = read_status(out / "a=2__tag=y")
+    assert status["params"] == {"a": 2, "tag": "y"} and status["profile"] == "ci"
+    assert json.loads((out / "a=2__tag=y" / "metrics.json").read_text())["score"] == 5.0
+
+    started = {"a=2__tag=y": read_status(out / "a=2__tag=y")["started"]}
+    assert main(argv) == 1  # second call: the finished runs are not repeated, the failed one is retried
+    printed = capsys.readouterr().out
+    assert "1 run(s) executed, 1 already done, 1 failed" in printed
+    assert {name: read_status(out / name)["started"] for name in started} == started
+    assert read_status(out / "a=0__tag=y")["started"] > max(started.values())
+    assert len(gather(out)) == 2
+
+
+def test_sweep_rejects_a_missing_notebook_and_a_bad_profile(tmp_path):
+    from emclip.sweep import run_sweep
+
+    with pytest.raises(FileNotFoundError, match="not found"):
+        run_sweep(tmp_path / "nope.ipynb", {"a": [1]})
+    notebook = make_notebook(tmp_path / "x.ipynb", "a = 1", ["b = a"])
+    with pytest.raises(ValueError, match="Valid profiles"):
+        run_sweep(notebook, {"a": [1]}, profile="laptop")
+
+
+def _table():
+    rows = []
+    for k in (4, 8, 16):
+        for t in (1, 3):
+            for seed in (0, 1):
+                rows.append({"run": f"k{k}t{t}s{seed}", "status": "ok", "em_bases": k, "em_iters": t,
+                             "seed": seed, "dice.domain1": k / 20 + t / 10 + seed / 100,
+                             "dice.domain2": k / 40, "dice_mean": 0.5})
+    rows.append({"run": "bad", "status": "failed", "em_bases": 4, "em_iters": 1, "seed": 0})
+    return pd.DataFrame(rows)
+
+
+def test_metric_long_melts_per_domain_columns_and_drops_failed_runs():
+    long = metric_long(_table(), "dice")
+    assert set(long["domain"]) == {"domain1", "domain2"}  # dice_mean is not a domain of dice
+    assert len(long) == 3 * 2 * 2 * 2 and "bad" not in set(long["run"])
+    row = long[(long["domain"] == "domain1") & (long["run"] == "k8t3s1")]
+    assert row["dice"].item() == pytest.approx(8 / 20 + 0.3 + 0.01)
+    plain = metric_long(_table(), "dice_mean")
+    assert set(plain["domain"]) == {"all"} and len(plain) == 12
+    with pytest.raises(ValueError, match="Numeric columns"):
+        metric_long(_table(), "hd95")
+
+
+def test_sweep_plots_one_panel_per_domain():
+    fig = plot_metric_vs_k_t(_table(), "dice")
+    assert [ax.get_title() for ax in fig.axes] == ["domain1", "domain2"]
+    assert fig.axes[0].get_xlabel() == "em_bases"
+    assert len(plot_metric_vs_param(_table(), "dice", "em_bases", by_domain=False).axes) == 1
+    heat = plot_metric_heatmap(_table(), "dice", "em_bases", "em_iters")
+    assert heat.axes[0].get_title() == "mean dice"
+    with pytest.raises(ValueError, match="not a column"):
+        plot_metric_vs_param(_table(), "dice", "lam")
+
+
+def test_best_params_averages_over_domains_and_seeds_and_ignores_failures():
+    from emclip.exercises.sweep import check_best_params, example_table
+    from emclip.sweep import best_params
+
+    table = example_table(1, failed_best=True)
+    assert best_params(table, "dice", ["em_bases", "em_iters"]) == {"em_bases": 8, "em_iters": 1}  # the lucky seed
+    assert best_params(example_table(0), "dice", ["em_bases", "em_iters"]) == {"em_bases": 16, "em_iters": 3}
+    assert best_params(example_table(0), "dice", ["em_bases"], maximize=False) == {"em_bases": 4}
+    with pytest.raises(ValueError, match="not in the table"):
+        best_params(table, "hd95", ["em_bases"])
+    assert check_best_params(lambda t, m, p: best_params(t, m, p), verbose=False)
+
+    def single_best_run(t, m, p):
+        row = t.loc[t[[c for c in t if c.startswith(m + ".")]].mean(axis=1).idxmax()]
+        return {k: row[k] for k in p}
+
+    with pytest.raises(AssertionError, match="average over seeds"):
+        check_best_params(single_best_run)
