@@ -35,14 +35,14 @@ run: $(STAMP)  ## the main job: execute every notebook on the embedded default, 
 test: $(STAMP)  ## unit tests, then every notebook through nbval in the `ci` profile
 	@start=$$(date +%s); \
 	EMCLIP_PROFILE=ci $(PY) -m pytest tests -q -p no:cacheprovider && \
-	EMCLIP_PROFILE=ci $(PY) -m pytest $(NBVAL_FLAGS) notebooks -q -p no:cacheprovider; rc=$$?; \
+	EMCLIP_NO_WIDGETS=1 EMCLIP_PROFILE=ci $(PY) -m pytest $(NBVAL_FLAGS) notebooks -q -p no:cacheprovider; rc=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s (after the install)"; exit $$rc
 
 test-unit: $(STAMP)  ## unit tests only
 	EMCLIP_PROFILE=ci $(PY) -m pytest tests -q
 
 test-nb: $(STAMP)  ## notebooks only, through nbval (PROFILE=ci by default)
-	EMCLIP_PROFILE=$(PROFILE) $(PY) -m pytest $(NBVAL_FLAGS) notebooks -q
+	EMCLIP_NO_WIDGETS=1 EMCLIP_PROFILE=$(PROFILE) $(PY) -m pytest $(NBVAL_FLAGS) notebooks -q
 
 test-all: $(STAMP)  ## everything, slow tests included
 	EMCLIP_RUN_SLOW=1 EMCLIP_PROFILE=ci $(PY) -m pytest tests -q

@@ -13,12 +13,13 @@ def register(subparsers) -> None:
                         help="run only these notebooks (number prefixes or name parts, e.g. --only 03 05)")
     parser.add_argument("--profile", default=None, help="ci, cpu, gpu or auto (default: $EMCLIP_PROFILE or auto)")
     parser.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default: notebooks)")
-    parser.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="per-cell timeout in seconds (default 1800; 0 for none)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from emclip.runner import run_notebooks
 
-    runs = run_notebooks(args.notebooks, args.output, only=args.only, profile=args.profile, timeout=args.timeout)
+    runs = run_notebooks(args.notebooks, args.output, only=args.only, profile=args.profile, timeout=args.timeout or None)
     return 0 if all(r.ok for r in runs) else 1

@@ -16,7 +16,8 @@ def register(subparsers) -> None:
     parser.add_argument("--output", "-o", default=None, help="sweep folder (default: results/sweeps/<notebook>)")
     parser.add_argument("--profile", default=None, help="ci, cpu, gpu or auto (default: $EMCLIP_PROFILE or auto)")
     parser.add_argument("--force", action="store_true", help="execute again the runs that already finished")
-    parser.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="per-cell timeout in seconds (default 1800; 0 for none)")
     parser.add_argument("--plot", default=None, metavar="METRIC",
                         help="also save OUTPUT/<METRIC>.png: METRIC against the first grid parameter")
     parser.set_defaults(func=run)
@@ -26,7 +27,7 @@ def run(args) -> int:
     from emclip.sweep import parse_grid, run_sweep
 
     result = run_sweep(args.notebook, parse_grid(args.grid), output=args.output, profile=args.profile,
-                       jobs=args.jobs, force=args.force, timeout=args.timeout)
+                       jobs=args.jobs, force=args.force, timeout=args.timeout or None)
     table = result.table
     print(f"\n{len(result.executed)} run(s) executed, {len(result.skipped)} already done, "
           f"{len(result.failed)} failed")

@@ -74,6 +74,8 @@ def execute_run(notebook: str | os.PathLike, run_dir: str | os.PathLike, params:
     """
     import papermill
 
+    from emclip.viz.widgets import NO_WIDGETS_ENV
+
     notebook, run_dir = Path(notebook).resolve(), Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     out_nb = Path(output_notebook).resolve() if output_notebook else run_dir / notebook.name
@@ -82,7 +84,7 @@ def execute_run(notebook: str | os.PathLike, run_dir: str | os.PathLike, params:
     metrics_path.unlink(missing_ok=True)  # never mix in a previous attempt's numbers
     (run_dir / STATUS_FILE).unlink(missing_ok=True)
     env = {RECORD_ENV: str(metrics_path), RESULTS_ENV: str(results or run_dir / "results"),
-           "MPLBACKEND": INLINE_BACKEND}
+           "MPLBACKEND": INLINE_BACKEND, NO_WIDGETS_ENV: "1"}
     if profile is not None:
         env["EMCLIP_PROFILE"] = profile
     status = {"notebook": str(notebook), "output": str(out_nb), "params": dict(params or {}),

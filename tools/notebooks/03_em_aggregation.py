@@ -43,6 +43,7 @@ from emclip.em import (
 from emclip.exercises.em import check_em_iterations
 from emclip.tasks import get_task
 from emclip.viz import em as vem
+from emclip.viz.widgets import explore
 """
 
 cells = [
@@ -181,22 +182,21 @@ function `emclip.viz.em.responsibility_figure`). The static grid below shows the
 without a kernel: the hard assignment $\\arg\\max_k z_{nk}$ for a few $(\\lambda, K)$ pairs.
 """),
     code("""
-try:
-    import ipywidgets as widgets
+import ipywidgets as widgets
 
-    def _explore(K_bases, T_iters, log10_lam, init_seed):
-        vem.responsibility_figure(feats[0], K=K_bases, T=T_iters, lam=10**log10_lam, seed=init_seed, image=images[0])
-        plt.show()
 
-    widgets.interact(
-        _explore,
-        K_bases=widgets.IntSlider(value=min(K, 8), min=2, max=12),
-        T_iters=widgets.IntSlider(value=T, min=1, max=6),
-        log10_lam=widgets.FloatSlider(value=round(math.log10(map_lam), 1), min=0.0, max=2.5, step=0.1),
-        init_seed=widgets.IntSlider(value=seed, min=0, max=9),
-    )
-except ImportError:
-    print("ipywidgets is not installed: see the static grid below")
+def explore_responsibilities(K_bases, T_iters, log10_lam, init_seed):
+    vem.responsibility_figure(feats[0], K=K_bases, T=T_iters, lam=10**log10_lam, seed=init_seed, image=images[0])
+    plt.show()
+
+
+explore(
+    explore_responsibilities,
+    K_bases=widgets.IntSlider(value=min(K, 8), min=2, max=12),
+    T_iters=widgets.IntSlider(value=T, min=1, max=6),
+    log10_lam=widgets.FloatSlider(value=round(math.log10(map_lam), 1), min=0.0, max=2.5, step=0.1),
+    init_seed=widgets.IntSlider(value=seed, min=0, max=9),
+)
 """),
     code("""
 fig = vem.parameter_grid_figure(feats[0], lams=(1.0, map_lam, 100.0), Ks=(2, 4, 8), T=T, seed=seed)

@@ -1,0 +1,54 @@
+"""ipywidgets explorers that degrade gracefully.
+
+Every explorer in the kit is ``ipywidgets.interact`` over a plain function of the package (which has
+its own unit test), and every notebook draws a static figure beside it. In batch runs (nbval in CI,
+papermill, ``emclip run`` / ``emclip sweep``) nobody moves a slider, and widget comm messages are
+the one place where a headless kernel has been seen to stall (papermill #723, nbclient #312), so
+those runs set ``EMCLIP_NO_WIDGETS=1`` and :func:`explore` then renders the callback once with its
+initial values instead of building the controls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+NO_WIDGETS_ENV = "EMCLIP_NO_WIDGETS"
+
+
+def widgets_enabled() -> bool:
+    """False in batch runs (``$EMCLIP_NO_WIDGETS`` set) or when ipywidgets is not installed."""
+    if os.environ.get(NO_WIDGETS_ENV, "0").strip().lower() in {"1", "true", "yes"}:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _initial(control):
+    """The starting value of an ipywidgets control, or of a plain value/tuple/list abbreviation."""
+    if hasattr(control, "value"):
+        return control.value
+    if isinstance(control, list):
+        return control[0]
+    if isinstance(control, tuple) and len(control) in (2, 3) and all(isinstance(v, (int, float)) for v in control):
+        low, high = control[0], control[1]
+        return type(low)((low + high) / 2) if isinstance(low, float) else (low + high) // 2
+    return control
+
+
+def explore(callback: Callable, **controls):
+    """``ipywidgets.interact(callback, **controls)``; in batch runs, ``callback`` at the initial values.
+
+    ``controls`` are ipywidgets controls or interact's abbreviations (``(min, max)``, a list of options,
+    a fixed value). Returns the interact widget, or the callback's return value in batch mode.
+    """
+    if widgets_enabled():
+        import ipywidgets
+
+        return ipywidgets.interact(callback, **controls)
+    values = {name: _initial(control) for name, control in controls.items()}
+    print(f"(interactive explorer off in this batch run; showing {callback.__name__}({values}))")
+    return callback(**values)

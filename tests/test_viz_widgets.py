@@ -1,0 +1,33 @@
+"""The explorer wrapper: interact in a live session, one static call in batch runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from emclip.viz import widgets
+
+
+def test_batch_mode_calls_the_callback_once_with_initial_values(monkeypatch, capsys):
+    ipywidgets = pytest.importorskip("ipywidgets")
+    monkeypatch.setenv(widgets.NO_WIDGETS_ENV, "1")
+    calls = []
+
+    def callback(k, lam, name, fixed):
+        calls.append((k, lam, name, fixed))
+        return k * lam
+
+    out = widgets.explore(callback, k=ipywidgets.IntSlider(value=4, min=1, max=9), lam=(0.0, 2.0),
+                          name=["a", "b"], fixed=7)
+    assert calls == [(4, 1.0, "a", 7)]
+    assert out == 4.0
+    assert "explorer off" in capsys.readouterr().out
+
+
+def test_live_mode_builds_controls(monkeypatch):
+    ipywidgets = pytest.importorskip("ipywidgets")
+    monkeypatch.delenv(widgets.NO_WIDGETS_ENV, raising=False)
+    assert widgets.widgets_enabled()
+    seen = []
+    box = widgets.explore(lambda k: seen.append(k), k=ipywidgets.IntSlider(value=3, min=1, max=5))
+    assert seen == [3]  # interact renders once at the start
+    assert hasattr(box, "widget") and len(box.widget.children) >= 2  # slider + output
