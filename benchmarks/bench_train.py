@@ -1,0 +1,154 @@
+"""Training throughput of EM-CLIP and the U-Net, and where EM-CLIP's time goes.
+
+    python benchmarks/bench_train.py                 # cpu profile on the CPU (the kit's default)
+    python benchmarks/bench_train.py --profile gpu   # on a GPU: bf16 + channels-last, with MFU
+
+Prints, per model: training steps/s and images/s (AdamW step, Dice+CE loss, batch and image size
+of the profile), then EM-CLIP's forward split into encoder (frozen CLIP), neck + EM and decoder,
+and the FLOPs of one training step (``torch.utils.flop_counter``). On CUDA it also prints the
+model FLOP utilisation, MFU = achieved FLOP/s / the GPU's peak dense bf16 FLOP/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import emclip
+from emclip.losses import get_loss
+from emclip.models import create_model
+
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "T4": 65.0, "V100": 125.0}
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def batch(prof, task, device):
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(prof.batch_size, 3, prof.image_size, prof.image_size, generator=g)
+    masks = torch.randint(0, task.num_labels, (prof.batch_size, prof.image_size, prof.image_size), generator=g)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images.to(device), masks.to(device)
+
+
+def train_step_fn(model, task, device):
+    loss_fn = get_loss(task)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step(images, masks):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(images)
+        loss = loss_fn(logits.float(), masks)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def timed(fn, device, repeats: int) -> float:
+    """Mean seconds per call (wall clock, synchronised on CUDA)."""
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def step_flops(step, images, masks) -> float:
+    with FlopCounterMode(display=False) as counter:
+        step(images, masks)
+    return float(counter.get_total_flops())
+
+
+def bench_model(name, prof, task, device, steps: int, warmup: int) -> dict:
+    torch.manual_seed(0)
+    model = create_model(name, task, profile=prof).to(device).train()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    images, masks = batch(prof, task, device)
+    step = train_step_fn(model, task, device)
+    for _ in range(warmup):
+        step(images, masks)
+    seconds = timed(lambda: step(images, masks), device, steps)
+    flops = step_flops(step, images, masks)
+    counts = model.parameter_counts()
+    out = {"model": name, "s/step": seconds, "steps/s": 1 / seconds, "images/s": prof.batch_size / seconds,
+           "GFLOP/step": flops / 1e9, "trainable": counts["trainable"], "frozen": counts["frozen"]}
+    peak = peak_tflops(device)
+    if peak:
+        out["MFU %"] = 100 * flops / seconds / (peak * 1e12)
+    if name.startswith("emclip"):
+        out["parts"] = emclip_parts(model, images, device, steps)
+    return out
+
+
+@torch.no_grad()
+def emclip_parts(model, images, device, repeats: int) -> dict:
+    """Forward seconds of EM-CLIP's parts (training mode, no autograd)."""
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with ctx:
+        feats = model.encoder(images)
+        deep = model.neck(feats[-1].to(model.neck.weight.dtype))
+        out = {
+            "encoder (frozen CLIP)": timed(lambda: model.encoder(images), device, repeats),
+            "neck + EM": timed(lambda: model.em(model.neck(feats[-1])) if model.em else model.neck(feats[-1]),
+                               device, repeats),
+            "decoder": timed(lambda: model.decoder([*feats[:-1], deep], model.class_embeddings(), images),
+                             device, repeats),
+        }
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=None, help="ci, cpu or gpu (default: cpu on CPU, gpu on CUDA)")
+    parser.add_argument("--task", default="fundus")
+    parser.add_argument("--models", nargs="+", default=["emclip", "unet"])
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per model")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args(argv)
+    device = emclip.get_device(args.device)
+    prof = emclip.get_profile(args.profile or ("gpu" if device.type == "cuda" else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task = emclip.tasks.get_task(args.task)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
+    print(f"device {device} (GPU: {gpu}), torch threads {torch.get_num_threads()}, profile {prof.name}: "
+          f"batch {prof.batch_size} x {prof.image_size}px, CLIP {prof.clip_model}, K={prof.em_bases}, "
+          f"T={prof.em_iters}, task {task.name}")
+    for name in args.models:
+        r = bench_model(name, prof, task, device, args.steps, args.warmup)
+        line = (f"{name:16s} {r['steps/s']:8.2f} steps/s  {r['images/s']:8.1f} images/s  {r['s/step']:.3f} s/step  "
+                f"{r['GFLOP/step']:8.1f} GFLOP/step  trainable {r['trainable']:,}  frozen {r['frozen']:,}")
+        if "MFU %" in r:
+            line += f"  MFU {r['MFU %']:.1f}%"
+        print(line)
+        if "parts" in r:
+            total = sum(r["parts"].values())
+            for part, sec in r["parts"].items():
+                print(f"    forward {part:22s} {1000 * sec:8.1f} ms  ({100 * sec / total:4.1f}% of the forward)")
+        total = prof.train_steps * r["s/step"]
+        print(f"    -> {prof.train_steps} steps of the {prof.name} profile: ~{total:.0f} s ({total / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""The common base of every emclip segmentation model: input checks, padding, task record.
+
+Every model maps images (B, 3, H, W) float in [0, 1] to logits (B, task.num_outputs, H, W).
+Sides that are not a multiple of the network's ``size_divisor`` (the patch size of a ViT, 16
+for the U-Net) are padded by reflection and the logits cropped back — design choice, not from
+the paper.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from emclip.tasks import Task, get_task
+
+
+class SegmentationModel(nn.Module):
+    """Base class: subclasses implement ``_forward(images)`` on padded images.
+
+    Attributes:
+        task_name: name of the task the model was built for (``"fundus"``, ``"cardiac"``).
+        num_outputs: logit channels, ``task.num_outputs``.
+        config: the resolved configuration (JSON-serialisable dict, ``config["name"]`` the
+            model name); ``create_model(config["name"], task, **config)`` rebuilds the model.
+        size_divisor: inputs are padded to a multiple of this.
+    """
+
+    size_divisor: int = 1
+
+    def __init__(self, task: Task | str, config: dict):
+        super().__init__()
+        task = get_task(task)
+        self.task_name = task.name
+        self.num_outputs = task.num_outputs
+        self.config = dict(config)
+
+    @property
+    def task(self) -> Task:
+        return get_task(self.task_name)
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name", type(self).__name__))
+
+    def check_input(self, images) -> None:
+        """Raise a clear error unless ``images`` is a float (B, 3, H, W) tensor."""
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"{self.name}: images must be a torch.Tensor (B, 3, H, W), got {type(images).__name__}.")
+        if images.ndim != 4:
+            raise ValueError(f"{self.name}: images must have shape (B, 3, H, W), got {tuple(images.shape)}; "
+                             "add a batch dimension with images[None].")
+        if images.shape[1] != 3:
+            raise ValueError(
+                f"{self.name}: images must have 3 channels, got {images.shape[1]} (shape {tuple(images.shape)}). "
+                "Repeat grey images to RGB: images.expand(-1, 3, -1, -1)."
+            )
+        if not images.dtype.is_floating_point:
+            raise TypeError(f"{self.name}: images must be floating point in [0, 1], got {images.dtype}; "
+                            "use images.float() / 255.")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) in [0, 1] -> logits (B, num_outputs, H, W)."""
+        self.check_input(images)
+        h, w = images.shape[-2:]
+        m = self.size_divisor
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            images = F.pad(images, (0, pw, 0, ph), mode=mode)
+        logits = self._forward(images)
+        return logits[..., :h, :w]
+
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def parameter_counts(self) -> dict[str, int]:
+        """``{"trainable": n, "frozen": m}`` parameter counts."""
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
+        return {"trainable": trainable, "frozen": frozen}
