@@ -81,9 +81,9 @@ PROFILES: dict[str, Profile] = {
         em_bases=8, em_iters=3, em_lam=1.0, lr=3e-3, seeds=(0,), num_workers=0,
     ),
     "cpu": Profile(
-        name="cpu", image_size=128, train_per_domain=160, val_per_domain=24, test_per_domain=40,
-        batch_size=16, train_steps=300, eval_every=100, clip_model="emclip-tiny", clip_pretrained=None,
-        em_bases=16, em_iters=3, em_lam=1.0, lr=2e-3, seeds=(0, 1), num_workers=0,
+        name="cpu", image_size=96, train_per_domain=96, val_per_domain=16, test_per_domain=32,
+        batch_size=8, train_steps=200, eval_every=100, clip_model="emclip-tiny", clip_pretrained=None,
+        em_bases=16, em_iters=3, em_lam=1.0, lr=2e-3, seeds=(0,), num_workers=0,
     ),
     "gpu": Profile(
         name="gpu", image_size=224, train_per_domain=800, val_per_domain=64, test_per_domain=200,
@@ -169,12 +169,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV, Path.home() / ".cache" / "emclip")).expanduser()
 
 
-def _version(module_name: str) -> str:
+def _version(distribution: str) -> str:
+    """Installed version of a distribution, read from its metadata (no slow import of the package)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        module = __import__(module_name)
-    except Exception:  # pragma: no cover - optional packages
+        return version(distribution)
+    except PackageNotFoundError:
         return "not installed"
-    return str(getattr(module, "__version__", "unknown"))
 
 
 def config_lines(profile: str | None = None) -> list[str]:
@@ -189,16 +191,20 @@ def config_lines(profile: str | None = None) -> list[str]:
     dev = get_device("auto")
     gpu = torch.cuda.get_device_name(0) if dev.type == "cuda" else "none"
     lines = [
-        f"emclip version:       {__version__}",
-        f"Python version:       {sys.version.split()[0]} ({platform.platform()})",
-        f"Run profile:          {prof_text} [{PROFILE_ENV}={os.environ.get(PROFILE_ENV, 'auto')}]",
-        f"Device:               {dev} (GPU: {gpu})",
-        f"Data dir:             {data_dir() or f'not set (set {DATA_DIR_ENV} for real data; synthetic data is used)'}",
-        f"Cache dir:            {cache_dir()}",
-        f"HF offline:           {os.environ.get('HF_HUB_OFFLINE', '0')}",
+        f"emclip version:         {__version__}",
+        f"Python version:         {sys.version.split()[0]} ({platform.platform()})",
+        f"Run profile:            {prof_text} [{PROFILE_ENV}={os.environ.get(PROFILE_ENV, 'auto')}]",
+        f"Device:                 {dev} (GPU: {gpu})",
+        f"Data dir:               {data_dir() or f'not set (set {DATA_DIR_ENV} for real data; synthetic data is used)'}",
+        f"Cache dir:              {cache_dir()}",
+        f"HF offline:             {os.environ.get('HF_HUB_OFFLINE', '0')}",
     ]
-    for name in ("torch", "torchvision", "open_clip", "numpy", "monai", "sklearn", "pandas", "matplotlib"):
-        lines.append(f"{name + ' version:':22s}{_version(name)}")
+    cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
+    lines.append(f"{'torch version:':24s}{torch.__version__} ({cuda})")
+    for label, dist in (("torchvision", "torchvision"), ("open_clip", "open_clip_torch"), ("numpy", "numpy"),
+                        ("monai", "monai"), ("scikit-learn", "scikit-learn"), ("pandas", "pandas"),
+                        ("matplotlib", "matplotlib")):
+        lines.append(f"{label + ' version:':24s}{_version(dist)}")
     return lines
 
 

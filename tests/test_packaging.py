@@ -98,7 +98,7 @@ def test_cli_help_lists_the_subcommands():
 def test_cli_info_prints_versions_device_and_profile():
     result = _cli("info", "--profile", "ci")
     assert result.returncode == 0, result.stderr
-    for needle in ("emclip version:", "torch version:", "Device:", "Run profile:          ci", "Data dir:", "image_size"):
+    for needle in ("emclip version:", "torch version:", "Device:", "Run profile:            ci", "Data dir:", "image_size"):
         assert needle in result.stdout
 
 

@@ -80,7 +80,7 @@ def test_print_config_names_versions_profile_and_device(capsys, monkeypatch):
     monkeypatch.setenv("EMCLIP_DATA_DIR", "/tmp/somewhere")
     emclip.print_config("ci")
     out = capsys.readouterr().out
-    assert f"emclip version:       {emclip.__version__}" in out
-    assert "Run profile:          ci" in out
+    assert f"emclip version:         {emclip.__version__}" in out
+    assert "Run profile:            ci" in out
     assert "torch version:" in out and torch.__version__ in out
     assert "/tmp/somewhere" in out
