@@ -298,3 +298,38 @@ def test_cli_evaluate_errors(capsys, tmp_path):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # --checkpoints and --protocol exclude each other
         main(["evaluate", "--task", "fundus", "--protocol", "single-source", "--checkpoints", "a.pt"])
+
+
+def test_case_figure_shows_the_ranked_image_and_its_metrics():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from emclip.viz.evaluation import case_figure, rank_images
+
+    task = get_task("fundus")
+    data = _MaskDataset(n=4)
+    models = {"oracle": _Oracle(), "shifted": _Oracle(shift=3)}
+    per_image = pd.concat([evaluate_model(m, task, data, device="cpu", batch_size=4).assign(method=name, seed=0)
+                           for name, m in models.items()], ignore_index=True)
+    shifted = per_image[per_image.method == "shifted"]
+    means = shifted.groupby("id").dice.mean()
+    ranked = rank_images(shifted, "dice", "domain1")
+    assert list(ranked.id) == sorted(means.index, key=lambda i: (-means[i], i))  # best first
+    worst = len(data) - 1
+    fig = case_figure(per_image, models, {"domain1": data}, task, "shifted", "domain1", rank=worst)
+    sample = next(s for s in data.samples if s["id"] == ranked.id.iloc[worst])
+    shown = fig.axes[0].get_images()[0].get_array()
+    np.testing.assert_array_equal(np.asarray(shown), sample["image"].permute(1, 2, 0).numpy())
+    title = fig._suptitle.get_text()
+    pred = torch.roll(sample["mask"] >= 1, 3, dims=-1)
+    assert f"Dice {float(compute_dice(pred, sample['mask'] >= 1)):.3f}" in title  # the disc line
+    assert f"rank {worst + 1} of {len(data)}" in title
+    best = case_figure(per_image, models, {"domain1": data}, task, "oracle", "domain1", rank=0)
+    assert best._suptitle.get_text().count("Dice 1.000") == 2
+    with pytest.raises(ValueError, match="out of range"):
+        case_figure(per_image, models, {"domain1": data}, task, "oracle", "domain1", rank=len(data))
+    with pytest.raises(ValueError, match="valid"):
+        case_figure(per_image, models, {"domain1": data}, task, "unet", "domain1")
+    plt.close("all")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -52,6 +51,7 @@ def test_environment_yml_and_requirements_name_the_same_packages_and_versions():
 
 
 def test_pyproject_dependencies_are_all_pinned_in_requirements():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = _requirements()
     declared = {_name(d) for d in project["dependencies"]}

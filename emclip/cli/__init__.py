@@ -13,13 +13,13 @@ import sys
 
 # Sub-command modules, in the order --help lists them.
 COMMANDS = (
-    "run",
-    "sweep",
     "info",
     "prepare",
-    "train",
     "weights",
+    "train",
     "evaluate",
+    "run",
+    "sweep",
 )
 
 

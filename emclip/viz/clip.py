@@ -14,6 +14,7 @@ __all__ = [
     "plot_embedding_scatter",
     "plot_pca_rgb",
     "plot_similarity_maps",
+    "prompt_map_figure",
     "plot_text_similarity",
 ]
 
@@ -85,6 +86,39 @@ def plot_similarity_maps(images, similarity, names, titles=None):
                 axes[i, j + 1].set_title(f"sim: {names[j]}", fontsize=9)
         fig.colorbar(im, ax=axes[i, -1], fraction=0.046)
     fig.tight_layout()
+    return fig
+
+
+def prompt_map_figure(images, similarity, names, domains, domain: str, index: int, name: str, masks=None):
+    """One image and one prompt's similarity map (the zero-shot explorer of notebook 02).
+
+    Args:
+        images: (B, 3, H, W); similarity: (B, K, h, w) pixel-text cosine similarities.
+        names: the K prompt / class names; domains: the domain of each of the B images.
+        domain, index: show the ``index``-th image of ``domain`` (in batch order).
+        name: which of ``names`` to show.
+        masks: optional (B, K, H, W) bool ground truth per channel
+            (:func:`emclip.clip.analysis.channel_masks`); adds the image's region contrast to the title.
+    Returns the Figure of :func:`plot_similarity_maps` for that image and prompt.
+    """
+    names, domains = list(names), list(domains)
+    if name not in names:
+        raise ValueError(f"prompt {name!r} unknown; valid: {names}.")
+    rows = [i for i, d in enumerate(domains) if d == domain]
+    if not rows:
+        raise ValueError(f"domain {domain!r} has no images here; valid: {sorted(set(domains))}.")
+    if not 0 <= index < len(rows):
+        raise ValueError(f"index {index} out of range: {domain} has {len(rows)} images (0..{len(rows) - 1}).")
+    row, k = rows[index], names.index(name)
+    fig = plot_similarity_maps(images[row:row + 1], similarity[row:row + 1, k:k + 1], [name],
+                               titles=[f"{domain} #{index}"])
+    if masks is not None:
+        from emclip.clip.analysis import region_contrast
+
+        sim = torch.as_tensor(_numpy(similarity[row:row + 1, k:k + 1]))
+        contrast = float(region_contrast(sim, torch.as_tensor(_numpy(masks[row:row + 1, k:k + 1])).bool())[0])
+        fig.suptitle(f"contrast inside - outside the {name}: {contrast:+.3f}", fontsize=9)
+        fig.tight_layout()
     return fig
 
 

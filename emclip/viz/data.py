@@ -149,3 +149,29 @@ def plot_batch(batch: dict, task: str, max_items: int = 8):
         axes[0, k].axis("off")
     fig.tight_layout()
     return fig
+
+
+def sample_figure(task: str, domain: str, index: int = 0, size: int = 128, show_mask: bool = True, seed: int = 0,
+                  split: str = "train", source: str = "synthetic", root=None):
+    """One sample of ``get_dataset(task, domain, split, source, size, seed, root)`` (the domain browser of
+    notebook 01): the image, with its label map tinted when ``show_mask``. Returns the Figure.
+
+    The title names the domain (and its centre), the sample id and the labels present.
+    """
+    from emclip.data import get_dataset
+
+    spec = get_task(task)
+    if isinstance(index, bool) or int(index) != index or index < 0:
+        raise ValueError(f"index must be an int >= 0, got {index!r}.")
+    dataset = get_dataset(spec.name, domain, split, source, size, seed, root, int(index) + 1)
+    if index >= len(dataset):
+        raise ValueError(f"index {index} out of range: {domain} {split} has {len(dataset)} samples.")
+    sample = dataset[int(index)]
+    fig, ax = plt.subplots(figsize=(3.4, 3.7))
+    ax.imshow(overlay(sample["image"], sample["mask"], spec.name) if show_mask
+              else sample["image"].permute(1, 2, 0).numpy())
+    ax.axis("off")
+    labels = ", ".join(spec.label_names[v] for v in torch.unique(sample["mask"]).tolist() if v > 0) or "none"
+    ax.set_title(f"{domain}: {spec.domain_names.get(domain, '')}\n{sample['id']}\nlabels: {labels}", fontsize=8)
+    fig.tight_layout()
+    return fig

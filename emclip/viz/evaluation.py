@@ -3,7 +3,8 @@
 * :func:`plot_dice_heatmap` — method x target domain heatmap of a metric (seaborn).
 * :func:`plot_domain_boxplots` — per-image score distributions per domain and method.
 * :func:`select_cases` + :func:`plot_case_overlays` — the best and worst test images of each
-  domain, with ground-truth and predicted contours.
+  domain, with ground-truth and predicted contours; :func:`case_figure` (the case browser) shows
+  any rank of :func:`rank_images`, with the image's metrics.
 * :func:`em_feature_embedding` + :func:`plot_feature_tsne` — t-SNE (scikit-learn) of source vs
   target pixel features of an EM-CLIP model before and after its EM aggregation, with the
   silhouette score of the domain labels as a number to go with the picture.
@@ -79,14 +80,60 @@ def select_cases(per_image: pd.DataFrame, metric: str = "dice", n: int = 1) -> p
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}.")
-    scores = per_image.groupby(["domain", "id"], sort=False)[metric].mean().rename("score").reset_index()
-    ascending = metric != "dice"  # best first
     rows = []
-    for _, group in scores.groupby("domain", sort=False):
-        ordered = group.sort_values(["score", "id"], ascending=[ascending, True])
+    for _, ordered in rank_images(per_image, metric).groupby("domain", sort=False):
         rows.append(ordered.head(n).assign(case="best"))
         rows.append(ordered.iloc[::-1].head(n).assign(case="worst"))
     return pd.concat(rows, ignore_index=True)
+
+
+def rank_images(per_image: pd.DataFrame, metric: str = "dice", domain: str | None = None) -> pd.DataFrame:
+    """Images ranked best first within each domain by ``metric`` averaged over regions.
+
+    Returns columns ``domain, id, score`` (one row per image; only ``domain``'s images when given;
+    ties broken by id). For distances (``hd95``, ``assd``) best means lowest.
+    """
+    if domain is not None:
+        if domain not in set(per_image["domain"]):
+            raise ValueError(f"domain {domain!r} not in the table; valid: {sorted(set(per_image['domain']))}.")
+        per_image = per_image[per_image["domain"] == domain]
+    scores = per_image.groupby(["domain", "id"], sort=False)[metric].mean().rename("score").reset_index()
+    order = {d: i for i, d in enumerate(dict.fromkeys(scores["domain"]))}
+    scores = scores.assign(_order=scores["domain"].map(order))
+    ordered = scores.sort_values(["_order", "score", "id"], ascending=[True, metric != "dice", True])
+    return ordered.drop(columns="_order").reset_index(drop=True)
+
+
+def case_figure(per_image: pd.DataFrame, models, datasets, task, method: str, domain: str, rank: int = 0,
+                metric: str = "dice", seed: int | None = None, device="cpu"):
+    """The case browser of notebook 05: the ``rank``-th best image (0 = best) of ``method`` on ``domain``.
+
+    Args:
+        per_image: the tidy per-image table of :func:`emclip.evaluation.run_protocol` (columns
+            ``method, seed, domain, id, region, dice, hd95, assd``).
+        models: ``{method: model}``; datasets: ``{domain: Dataset}`` (the test sets scored in ``per_image``).
+        seed: which seed's rows; ``None``: the first seed of ``method`` in the table.
+    Returns the Figure of :func:`plot_case_overlays` for that image, its metrics per region in the title.
+    """
+    methods = list(dict.fromkeys(per_image["method"]))
+    if method not in methods:
+        raise ValueError(f"method {method!r} not in the table; valid: {methods}.")
+    rows = per_image[per_image["method"] == method]
+    seed = rows["seed"].iloc[0] if seed is None else seed
+    rows = rows[rows["seed"] == seed]
+    ranked = rank_images(rows, metric, domain)
+    if not 0 <= rank < len(ranked):
+        raise ValueError(f"rank {rank} out of range: {method} on {domain} has {len(ranked)} images (0..{len(ranked) - 1}).")
+    case = ranked.iloc[[rank]].assign(case=f"rank {rank + 1}/{len(ranked)}")
+    data = datasets[domain] if isinstance(datasets, dict) else datasets
+    fig = plot_case_overlays(models[method], task, data, case, device=device, max_cols=1)
+    scores = rows[rows["id"] == case["id"].item()]
+    lines = [f"{method}, rank {rank + 1} of {len(ranked)} by {metric}", "solid: ground truth, dashed: prediction"]
+    lines += [f"{r.region}: Dice {r.dice:.3f}  HD95 {r.hd95:.1f}  ASSD {r.assd:.1f}" for r in scores.itertuples()]
+    fig.set_size_inches(3.8, 3.0 + 0.2 * len(lines))
+    fig.suptitle("\n".join(lines), fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def _sample_by_id(datasets, wanted: set[str]) -> dict:

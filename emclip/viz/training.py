@@ -86,3 +86,23 @@ def plot_predictions(images: torch.Tensor, masks: torch.Tensor, logits: torch.Te
             axes[i, j].set_title(label if ids is None or i else f"{ids[j][-12:]}", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+@torch.no_grad()
+def prediction_figure(model: torch.nn.Module, task, dataset, index: int = 0, device="cpu"):
+    """The prediction browser of notebook 04: image, ground truth and prediction of ``dataset[index]``,
+    titled with that image's Dice (mean over regions). Runs ``model`` in eval mode on one image.
+
+    dataset: any Dataset of sample dicts (image (3, H, W), mask (H, W), id, domain). Returns the Figure.
+    """
+    if not 0 <= index < len(dataset):
+        raise ValueError(f"index {index} out of range: the dataset has {len(dataset)} images (0..{len(dataset) - 1}).")
+    sample = dataset[index]
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model.to(device)(sample["image"][None].to(device)).float().cpu()
+    finally:
+        model.train(was_training)
+    label = f"{sample.get('domain', '')} {str(sample.get('id', index))[-12:]}".strip()
+    return plot_predictions(sample["image"][None], sample["mask"][None], logits, task, max_items=1, ids=[label])

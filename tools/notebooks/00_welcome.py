@@ -75,9 +75,11 @@ radius = np.hypot(yy - 32, xx - 32)
 label_map = torch.from_numpy(np.where(radius < 10, 2, np.where(radius < 20, 1, 0)))
 regions = get_task("fundus").region_masks(label_map)
 fig, axes = plt.subplots(1, 3, figsize=(9, 3))
-axes[0].imshow(label_map, cmap="viridis"); axes[0].set_title("label map (0/1/2)")
+axes[0].imshow(label_map, cmap="viridis")
+axes[0].set_title("label map (0/1/2)")
 for ax, name, region in zip(axes[1:], get_task("fundus").region_names, regions):
-    ax.imshow(region, cmap="gray"); ax.set_title(f"region '{name}'")
+    ax.imshow(region, cmap="gray")
+    ax.set_title(f"region '{name}'")
 for ax in axes:
     ax.axis("off")
 plt.show()

@@ -50,6 +50,25 @@ fig = viz.plot_domain_grid("cardiac", n_per_domain=n_show, size=size_show, seed=
 plt.show()
 """),
     md("""
+**Browse** any domain of either task, sample by sample, with the mask tint on or off (needs a live kernel;
+the callback is the plain function `emclip.viz.data.sample_figure`). The grids above are the static
+version of the same view.
+"""),
+    code("""
+def browse_samples(task_domain, index, show_mask):
+    viz.sample_figure(*task_domain, index=index, size=size_show, show_mask=show_mask, seed=seed)
+    plt.show()
+
+
+explore(
+    browse_samples,
+    task_domain=widgets.Dropdown(options=[(f"{t} {d}: {emclip.tasks.get_task(t).domain_names[d]}", (t, d))
+                                          for t in ("fundus", "cardiac") for d in emclip.tasks.get_task(t).domains]),
+    index=widgets.IntSlider(value=0, min=0, max=prof.train_per_domain - 1),
+    show_mask=widgets.Checkbox(value=True, description="mask overlay"),
+)
+"""),
+    md("""
 ### A real photograph for comparison
 
 `skimage.data.retina()` is a full-field colour fundus photograph (public domain, shipped with scikit-image).
@@ -207,6 +226,7 @@ write_notebook(
         "n_shift_test = 4  # test images per domain"
     ),
     imports="""
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -219,6 +239,7 @@ import emclip.runlog
 import emclip.tasks
 import emclip.viz.data as viz
 from emclip.data import shift, style_table
+from emclip.viz.widgets import explore
 """,
     cells=cells,
 )

@@ -16,6 +16,7 @@ images_per_domain = None  # None: 4 on ci, 12 on cpu, 24 on gpu
 """
 
 IMPORTS = """
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from emclip.data import get_dataset
 from emclip.exercises.clip import check_prompt_ensemble, check_similarity_map
 from emclip.tasks import get_task, list_tasks
 from emclip.viz import clip as vclip
+from emclip.viz.widgets import explore
 """
 
 cells = [
@@ -140,6 +142,29 @@ plt.show()
 contrast = region_contrast(similarity, channel_masks(task, masks)).cpu()
 for name, value in zip(task.output_names, contrast.tolist()):
     print(f"zero-shot contrast {name:12s} {value:+.3f}")
+"""),
+    md("""
+**Explore** every image of every domain, one class prompt at a time (needs a live kernel; the callback is
+the plain function `emclip.viz.clip.prompt_map_figure`, which also prints that image's contrast). The
+figure above is the static version: the first image of each domain with all prompts.
+"""),
+    code("""
+gt_masks = channel_masks(task, masks).cpu()
+
+
+def explore_similarity(domain, index, prompt):
+    vclip.prompt_map_figure(images.cpu(), similarity.cpu(), task.output_names, domains, domain, index, prompt,
+                            masks=gt_masks)
+    plt.show()
+
+
+explore(
+    explore_similarity,
+    domain=widgets.Dropdown(options=list(task.domains)),
+    index=widgets.IntSlider(value=0, min=0, max=n_per_domain - 1),
+    prompt=widgets.Dropdown(options=[(f"{name} ({len(p)} prompts)", name)
+                                     for name, p in zip(task.output_names, task.prompts())]),
+)
 """),
     md("""
 ## 6. Image embeddings of the four domains, and the domain gap

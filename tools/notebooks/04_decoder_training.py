@@ -18,6 +18,7 @@ em_iters = None  # None: the profile's value (T)
 """
 
 IMPORTS = """
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from emclip.engine import checkpoint_name, load_model, mean_region_dice, predict
 from emclip.models import create_model, list_models
 from emclip.tasks import get_task
 from emclip.viz import training as viz_training
+from emclip.viz.widgets import explore
 """
 
 cells = [
@@ -123,6 +125,33 @@ fig = viz_training.plot_history(history, title=f"{model_name} on {task.name} {'+
 preds = predict(result.model, val_loader, device)
 images = torch.stack([val_ds[i]["image"] for i in range(len(val_ds))])
 fig = viz_training.plot_predictions(images, preds.labels, preds.logits, task, max_items=4, ids=preds.ids)
+"""),
+    md("""
+### A first look at the other domains
+
+The first test image of every domain (notebook 05 measures this properly), then a **browser** over all test
+images of every domain with that image's Dice (needs a live kernel; the callback is the plain function
+`emclip.viz.training.prediction_figure`). The row of four is the static version.
+"""),
+    code("""
+test_sets = {d: domain_datasets(task, [d], "test", prof, seed=seed) for d in task.domains}
+firsts = torch.utils.data.default_collate([ds[0] for ds in test_sets.values()])
+first_preds = predict(result.model, [firsts], device)
+fig = viz_training.plot_predictions(firsts["image"], first_preds.labels, first_preds.logits, task,
+                                    max_items=len(task.domains), ids=firsts["domain"])
+plt.show()
+
+
+def browse_predictions(domain, index):
+    viz_training.prediction_figure(result.model, task, test_sets[domain], index, device=device)
+    plt.show()
+
+
+explore(
+    browse_predictions,
+    domain=widgets.Dropdown(options=list(task.domains)),
+    index=widgets.IntSlider(value=0, min=0, max=prof.test_per_domain - 1),
+)
 """),
     md("## Check the result and save it"),
     code("""

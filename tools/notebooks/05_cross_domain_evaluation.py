@@ -20,6 +20,7 @@ tsne_images = None  # images per domain in the feature view; None: sized by the 
 IMPORTS = """
 import shutil
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
@@ -35,6 +36,7 @@ from emclip.models import list_models
 from emclip.runtime import data_dir
 from emclip.tasks import get_task
 from emclip.viz import evaluation as vev
+from emclip.viz.widgets import explore
 """
 
 cells = [
@@ -155,6 +157,31 @@ mine = per_image[(per_image.method == focus) & (per_image.seed == seeds[0])]
 cases = vev.select_cases(mine, "dice", n=1)
 fig = vev.plot_case_overlays(model, task, list(test_sets.values()), cases)
 plt.show()
+"""),
+    md("""
+**Browse the cases** of every method: pick a method, a target domain and a rank (1 = its best image there by
+Dice, the last = its worst); the figure shows the contours and the image's Dice, HD95 and ASSD per region
+from the per-image table (needs a live kernel; the callback is the plain function
+`emclip.viz.evaluation.case_figure`). The figure above is the static version for EM-CLIP.
+"""),
+    code("""
+models = {m: model if m == focus else
+          load_or_train(m, task, [source], prof, seeds[0], data_source, root,
+                        find_checkpoint(own_ckpts, task, m, [source], prof, seeds[0]))[0] for m in methods}
+
+
+def browse_cases(method, domain, rank):
+    rank = min(rank, len(test_sets[domain]))  # real domains differ in size: the slider's end is the worst
+    vev.case_figure(per_image, models, test_sets, task, method, domain, rank - 1, seed=seeds[0])
+    plt.show()
+
+
+explore(
+    browse_cases,
+    method=widgets.Dropdown(options=list(methods), value=focus),
+    domain=widgets.Dropdown(options=list(task.domains), value=task.domains[-1]),
+    rank=widgets.IntSlider(value=1, min=1, max=max(len(ds) for ds in test_sets.values())),
+)
 """),
     md("""
 ### Feature space: source vs target before and after EM aggregation
