@@ -78,11 +78,16 @@ def main(argv=None) -> int:
     parser.add_argument("--protocol", default="single-source", choices=("single-source", "leave-one-out"))
     parser.add_argument("--splits", nargs="+", default=["first"], help="'first', 'all' or split names")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--train-per-domain", type=int, default=64)
-    parser.add_argument("--test-per-domain", type=int, default=24)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="override the profile's value")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="override the profile's value")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="override the profile's value")
+    parser.add_argument("--train-per-domain", type=int, default=None,
+                        help="override the profile's value")
+    parser.add_argument("--test-per-domain", type=int, default=None,
+                        help="override the profile's value")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default="results/benchmark_cpu")
     parser.add_argument("--estimate", action="store_true", help="only time a few steps and project the wall time")

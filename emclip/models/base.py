@@ -8,14 +8,17 @@ the paper.
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from emclip.clip.dense import check_image_batch
 from emclip.tasks import Task, get_task
 
 
-class SegmentationModel(nn.Module):
+class SegmentationModel(nn.Module, abc.ABC):
     """Base class: subclasses implement ``_forward(images)`` on padded images.
 
     Attributes:
@@ -44,20 +47,8 @@ class SegmentationModel(nn.Module):
         return str(self.config.get("name", type(self).__name__))
 
     def check_input(self, images) -> None:
-        """Raise a clear error unless ``images`` is a float (B, 3, H, W) tensor."""
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"{self.name}: images must be a torch.Tensor (B, 3, H, W), got {type(images).__name__}.")
-        if images.ndim != 4:
-            raise ValueError(f"{self.name}: images must have shape (B, 3, H, W), got {tuple(images.shape)}; "
-                             "add a batch dimension with images[None].")
-        if images.shape[1] != 3:
-            raise ValueError(
-                f"{self.name}: images must have 3 channels, got {images.shape[1]} (shape {tuple(images.shape)}). "
-                "Repeat grey images to RGB: images.expand(-1, 3, -1, -1)."
-            )
-        if not images.dtype.is_floating_point:
-            raise TypeError(f"{self.name}: images must be floating point in [0, 1], got {images.dtype}; "
-                            "use images.float() / 255.")
+        """Raise a clear error unless ``images`` is a float (B, 3, H, W) tensor in [0, 1]."""
+        check_image_batch(images, where=f"{self.name}: images")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) in [0, 1] -> logits (B, num_outputs, H, W)."""
@@ -71,8 +62,9 @@ class SegmentationModel(nn.Module):
         logits = self._forward(images)
         return logits[..., :h, :w]
 
-    def _forward(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H', W') in [0, 1], H' and W' multiples of ``size_divisor`` -> logits."""
 
     def parameter_counts(self) -> dict[str, int]:
         """``{"trainable": n, "frozen": m}`` parameter counts."""
