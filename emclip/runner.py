@@ -107,12 +107,13 @@ class NotebookRun:
         return self.status.get("status") == "ok"
 
 
-def _table_files(output: Path) -> list[Path]:
+def _table_files(output: Path, since: float | None = None) -> list[Path]:
+    """The .md/.csv tables under ``output`` (written at or after ``since``, a POSIX time)."""
     files = []
     for path in sorted(output.rglob("*")):
         rel = path.relative_to(output)
         if (path.suffix in {".md", ".csv"} and path.is_file() and rel.parts[0] not in _NOT_TABLES
-                and rel != Path("summary.md")):
+                and rel != Path("summary.md") and (since is None or path.stat().st_mtime >= since)):
             if path.suffix == ".csv" and path.with_suffix(".md").exists():
                 continue  # the Markdown version of the same table is shown instead
             files.append(path)
@@ -128,9 +129,11 @@ def _csv_section(path: Path) -> str:
     return markdown_table(list(table.columns), table.values.tolist())
 
 
-def write_summary(output: str | os.PathLike, runs: list[NotebookRun], profile: str, seconds: float) -> Path:
+def write_summary(output: str | os.PathLike, runs: list[NotebookRun], profile: str, seconds: float,
+                  since: float | None = None) -> Path:
     """``<output>/summary.md``: a status/timing table, each notebook's recorded metrics and the
-    tables the notebooks saved under ``output``."""
+    tables the notebooks saved under ``output`` (only those written since ``since``, when given, so
+    that older files under ``output`` — a committed benchmark, a previous run — are not mixed in)."""
     from emclip import __version__
     from emclip.runtime import get_device
 
@@ -156,7 +159,7 @@ def write_summary(output: str | os.PathLike, runs: list[NotebookRun], profile: s
         metrics = _flatten(r.status.get("metrics") or {})
         lines += [f"### {r.name}", "",
                   markdown_table(["metric", "value"], list(metrics.items())) if metrics else "(nothing recorded)", ""]
-    tables = _table_files(output)
+    tables = _table_files(output, since)
     if tables:
         lines += ["## Tables written by the notebooks", ""]
         for path in tables:
@@ -210,7 +213,7 @@ def run_notebooks(notebooks_dir: str | os.PathLike = "notebooks", output: str | 
             say(f"    ok in {status['seconds']:.0f} s, {len(run.figures)} figure(s)")
         else:
             say(f"    FAILED after {status['seconds']:.0f} s: {status['error']}\n    see {executed}")
-    summary = write_summary(output, runs, profile, time.time() - start)
+    summary = write_summary(output, runs, profile, time.time() - start, since=start)
     say(f"\nExecuted notebooks and HTML: {output / 'notebooks'}\nFigures: {output / 'figures'}\n"
         f"Metrics records: {output / 'runs'}\nSummary: {summary}\n"
         f"{sum(r.ok for r in runs)}/{len(runs)} notebooks ok in {time.time() - start:.0f} s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -44,6 +45,10 @@ def test_discover_orders_and_filters(notebooks):
 
 def test_run_executes_every_notebook_and_writes_the_summary(notebooks, tmp_path, capsys):
     out = tmp_path / "results"
+    old = out / "benchmark_cpu" / "table.md"  # written before the run: not part of its summary
+    old.parent.mkdir(parents=True)
+    old.write_text("| method | dice |\n|---|---|\n| stale | 0.123 |\n")
+    os.utime(old, (0, 0))
     code = main(["run", "--notebooks", str(notebooks), "--output", str(out), "--profile", "ci"])
     printed = capsys.readouterr().out
     assert code == 1  # 01 failed; 02 still ran
@@ -70,3 +75,4 @@ def test_run_executes_every_notebook_and_writes_the_summary(notebooks, tmp_path,
     assert "| emclip | 0.812 |" in summary  # a Markdown table the notebook saved under results/
     assert "| domain2 | 0.600 |" in summary  # a small CSV table, rendered
     assert "helper" not in summary
+    assert "stale" not in summary and "benchmark_cpu" not in summary
