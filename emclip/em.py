@@ -21,12 +21,14 @@ centres; those centres (``EMOutput.bases``) are what the text-guided decoder mat
 CLIP text embeddings of the class names (cross-modal correspondence).
 
 Numerics: the functions below compute in float32 (float64 stays float64) whatever the input
-dtype, so bf16/fp16 inputs accumulate the softmax and the sums over N safely; results come back
-in the dtype of ``x``.
+dtype, with ``torch.autocast`` switched off inside them (the bf16 training/inference of
+:mod:`emclip.engine` would otherwise run their ``bmm`` in bf16), so bf16/fp16 inputs accumulate
+the softmax and the sums over N safely; results come back in the dtype of ``x``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -91,6 +93,14 @@ def m_step(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return l2_normalize(torch.bmm(x, z_), dim=1)
 
 
+def _full_precision(device: torch.device):
+    """Autocast off on ``device``: under ``torch.autocast`` the ``bmm`` of the E/M-steps would
+    otherwise run in bf16/fp16 again, whatever dtype :func:`_prepare` cast to."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _prepare(x: torch.Tensor, mu: torch.Tensor, iters: int, lam: float):
     _check_tensor("x", x, 3, "(B, C, N)")
     _check_tensor("mu", mu, 3, "(B, C, K)")
@@ -126,9 +136,10 @@ def em_iterations(x: torch.Tensor, mu: torch.Tensor, iters: int = 3, lam: float 
     """
     xc, mu, lam = _prepare(x, mu, iters, lam)
     z = None
-    for _ in range(iters):
-        z = e_step(xc, mu, lam)
-        mu = m_step(xc, z)
+    with _full_precision(x.device):
+        for _ in range(iters):
+            z = e_step(xc, mu, lam)
+            mu = m_step(xc, z)
     return mu.to(x.dtype), z.to(x.dtype)
 
 
@@ -137,10 +148,13 @@ def em_history(x: torch.Tensor, mu: torch.Tensor, iters: int = 3, lam: float = 1
 
     Round t's pair equals ``em_iterations(x, mu, t, lam)``; used by the plots of notebook 03.
     """
+    xc, mu, lam = _prepare(x, mu, iters, lam)
     history = []
-    for _ in range(_check_iters(iters)):
-        mu, z = em_iterations(x, mu, 1, lam)
-        history.append((mu, z))
+    with _full_precision(x.device):
+        for _ in range(iters):  # bases stay in the compute dtype between rounds, as in em_iterations
+            z = e_step(xc, mu, lam)
+            mu = m_step(xc, z)
+            history.append((mu.to(x.dtype), z.to(x.dtype)))
     return history
 
 
@@ -153,7 +167,8 @@ def em_objective(x: torch.Tensor, mu: torch.Tensor, lam: float = 1.0) -> torch.T
     x (B, C, N), mu (B, C, K) or (1, C, K).
     """
     xc, mu, lam = _prepare(x, mu, 1, lam)
-    return torch.logsumexp(lam * torch.bmm(xc.transpose(1, 2), mu), dim=2).sum(dim=1)
+    with _full_precision(x.device):
+        return torch.logsumexp(lam * torch.bmm(xc.transpose(1, 2), mu), dim=2).sum(dim=1)
 
 
 def low_rank_reconstruction(mu: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

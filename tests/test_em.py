@@ -117,6 +117,29 @@ def test_low_precision_input_is_accumulated_in_float32(dtype):
     torch.testing.assert_close(got_z.float(), ref_z, atol=tol, rtol=0)
 
 
+def test_autocast_does_not_lower_the_em_precision():
+    """Under bf16 autocast (the engine's amp) the E/M-step bmm must still run in float32."""
+    x, mu = _random_case(7, c=32, n=256, k=8)
+    ref_mu, ref_z = em_iterations(x, mu, 3, 1.0)
+    ref_obj = em_objective(x, mu)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got_mu, got_z = em_iterations(x, mu, 3, 1.0)
+        got_obj = em_objective(x, mu)
+        (hist_mu, hist_z), = em_history(x, mu, 1, 1.0)[-1:]
+    torch.testing.assert_close(got_mu, ref_mu, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got_z, ref_z, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got_obj, ref_obj, atol=1e-4, rtol=1e-6)
+    torch.testing.assert_close(hist_mu, em_iterations(x, mu, 1, 1.0)[0], atol=1e-6, rtol=0)
+
+
+def test_history_keeps_the_compute_dtype_between_rounds():
+    x, mu = _random_case(8, c=32, n=256, k=8)
+    xb, mub = x.bfloat16(), mu.bfloat16()
+    last_mu, last_z = em_history(xb, mub, 3, 1.0)[-1]
+    want_mu, want_z = em_iterations(xb, mub, 3, 1.0)
+    assert torch.equal(last_mu, want_mu) and torch.equal(last_z, want_z)
+
+
 @pytest.mark.parametrize("args,match", [
     ((torch.randn(2, 4), torch.randn(2, 4, 3), 3, 1.0), "x must have shape"),
     ((torch.randn(2, 4, 9), torch.randn(2, 5, 3), 3, 1.0), "channels"),

@@ -25,7 +25,8 @@ class SegmentationModel(nn.Module, abc.ABC):
         task_name: name of the task the model was built for (``"fundus"``, ``"cardiac"``).
         num_outputs: logit channels, ``task.num_outputs``.
         config: the resolved configuration (JSON-serialisable dict, ``config["name"]`` the
-            model name); ``create_model(config["name"], task, **config)`` rebuilds the model.
+            model name); ``create_model(config["name"], task, **{k: v for k, v in config.items()
+            if k != "name"})`` rebuilds the model (as :func:`emclip.engine.load_model` does).
         size_divisor: inputs are padded to a multiple of this.
     """
 
