@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from emclip.decoder.blocks import CosineClassifier, TextGuidance
 from emclip.models import create_model, get_model_config, list_models
-from emclip.models.blocks import CosineClassifier, TextGuidance
 from emclip.tasks import get_task
 
 SIZES = ((32, 32), (48, 40))  # square and non-square; 40 and 48 are not multiples of 16 (U-Net pads)

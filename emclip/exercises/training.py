@@ -4,10 +4,10 @@
   x (B, C, h, w), attention over classes attn (B, R, h, w), class values (R, A) and the FiLM
   1x1 conv (A -> 2C) returns the modulated features (B, C, h, w): attended text
   ``u = sum_r attn_r v_r``, ``gamma, beta = conv(u)`` split in two halves,
-  ``x * (1 + gamma) + beta``. Compared with :class:`emclip.models.blocks.TextGuidance`.
+  ``x * (1 + gamma) + beta``. Compared with :class:`emclip.decoder.blocks.TextGuidance`.
 - ``check_cosine_logits(student_fn)``: ``student_fn(pixels (B, D, h, w), classes (R, D), scale,
   bias (R,))`` returns ``scale * cos(pixel, class) + bias`` (B, R, h, w). Compared with
-  :class:`emclip.models.blocks.CosineClassifier`.
+  :class:`emclip.decoder.blocks.CosineClassifier`.
 
 Both return a short message when right and raise ``AssertionError`` with a hint when wrong.
 """
@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from emclip.models.blocks import CosineClassifier, TextGuidance
+from emclip.decoder.blocks import CosineClassifier, TextGuidance
 
 __all__ = ["check_cosine_logits", "check_film"]
 
@@ -44,7 +44,7 @@ def check_film(student_fn, seed: int = 0) -> str:
                 raise AssertionError(f"{case}: use x * (1 + gamma) + beta, so that gamma = 0 keeps x unchanged.")
             raise AssertionError(f"{case}: wrong values. Sum the class values weighted by attn over R, apply the "
                                  "conv, split its 2C channels into gamma (first C) and beta (last C).")
-    return "FiLM modulation: correct (matches emclip.models.blocks.TextGuidance)."
+    return "FiLM modulation: correct (matches emclip.decoder.blocks.TextGuidance)."
 
 
 def check_cosine_logits(student_fn, seed: int = 0) -> str:
@@ -67,4 +67,4 @@ def check_cosine_logits(student_fn, seed: int = 0) -> str:
                     if torch.allclose(got, raw, atol=1e-3) else
                     f"expected scale * cosine + bias (scale {scale}, not log-scale {math.log(scale):.2f}).")
             raise AssertionError(f"{case}: wrong values; {hint}")
-    return "cosine logits: correct (matches emclip.models.blocks.CosineClassifier)."
+    return "cosine logits: correct (matches emclip.decoder.blocks.CosineClassifier)."

@@ -2,9 +2,9 @@
 
 What follows the paper's description (arXiv 2509.08570, abstract; see research-mission 1.4):
     * class text embeddings from the CLIP text tower, "domain-invariant textual knowledge",
-      guide the deep visual features inside the decoder (:class:`~emclip.models.blocks.TextGuidance`);
+      guide the deep visual features inside the decoder (:class:`~emclip.decoder.blocks.TextGuidance`);
     * the logit of a region is the similarity between a pixel embedding and that region's
-      text embedding (:class:`~emclip.models.blocks.CosineClassifier`).
+      text embedding (:class:`~emclip.decoder.blocks.CosineClassifier`).
 
 Design choices, not from the paper (its method section, widths and depths were not available):
     * a small learnable projection (Linear-GELU-Linear) maps CLIP's joint-space text
@@ -12,7 +12,7 @@ Design choices, not from the paper (its method section, widths and depths were n
     * multi-level CLIP features are fused top-down (deepest first, FPN / CLIPSeg style) on the
       patch grid, with text guidance after each fusion;
     * the patch grid is then upsampled x2 per stage; a light conv stem on the input image
-      (:class:`~emclip.models.blocks.ConvStem`) feeds each finer stage, like a U-Net skip;
+      (:class:`~emclip.decoder.blocks.ConvStem`) feeds each finer stage, like a U-Net skip;
     * cross-attention is single-head and modulates the features by FiLM (CLIPSeg uses FiLM
       too; tqdm uses Mask2Former-style deformable attention, too heavy for this kit).
 
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from emclip.models.blocks import ConvNormAct, ConvStem, CosineClassifier, TextGuidance
+from emclip.decoder.blocks import ConvNormAct, ConvStem, CosineClassifier, TextGuidance
 
 
 def _stage_channels(channels: list[int] | tuple[int, ...], count: int) -> list[int]:
