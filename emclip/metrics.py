@@ -28,7 +28,8 @@ exactly the hardest cases and reward a model that gives up on them. Pass ``one_e
 get NaN instead (the reports then average the defined values only).
 
 Spacing: ``None`` gives distances in pixels; a number or ``(sy, sx)`` gives them in the units
-of the spacing (mm for the real data sets, whose loaders know it).
+of the spacing: mm for M&Ms, whose loader reads it from the NIfTI header (the DoFE fundus PNGs carry
+no spacing, so fundus distances stay in pixels).
 
 Per region: :func:`region_metrics` takes (B, R, H, W) masks and returns tidy rows; the
 accumulating :class:`SegmentationMetrics` (MONAI's ``Cumulative`` style: ``update`` per batch,

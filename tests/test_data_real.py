@@ -153,7 +153,8 @@ def make_mms_tree(root, vendor="A", split="train", n_subjects=2, shape=(24, 20, 
             labels[8:14, 8:12, 0, frame] = 1  # slice 0: LV + MYO
             labels[6:16, 6:8, 0, frame] = 2
             labels[8:12, 14:18, 1, frame] = 3  # slice 1: RV only; slice 2 empty
-        nib.save(nib.Nifti1Image(volume, np.eye(4)), folder / f"{code}_sa.nii.gz")
+        affine = np.diag([1.25, 1.5, 10.0, 1.0])  # in-plane 1.25 x 1.5 mm, 10 mm slices
+        nib.save(nib.Nifti1Image(volume, affine), folder / f"{code}_sa.nii.gz")
         nib.save(nib.Nifti1Image(labels, np.eye(4)), folder / f"{code}_sa_gt.nii.gz")
     _frames.cache_clear()
     return codes
@@ -172,6 +173,32 @@ def test_mms_slices_and_decoding(tmp_path):
     assert torch.equal(sample["image"][0], sample["image"][2])
     assert len(get_dataset("cardiac", "A", "test", source="real", root=tmp_path)) == 0
     assert len(get_dataset("cardiac", "B", "train", source="real", root=tmp_path)) == 8
+    # 24 x 20 pixels of 1.25 x 1.5 mm resized to 32 x 32: the header's spacing, rescaled
+    assert torch.allclose(sample["spacing"], torch.tensor([1.25 * 24 / 32, 1.5 * 20 / 32]))
+
+
+def test_mms_distances_come_out_in_mm(tmp_path):
+    from emclip.data import make_dataloader
+    from emclip.evaluation import evaluate_model
+    from emclip.metrics import compute_hd95
+
+    make_mms_tree(tmp_path, "A", "train")
+    ds = get_dataset("cardiac", "A", "train", source="real", root=tmp_path, size=32)
+
+    class ShiftedOracle(torch.nn.Module):  # sees the whole data set in one batch: its labels moved 2 columns
+        def forward(self, images):
+            masks = torch.stack([ds[k]["mask"] for k in range(len(images))])
+            return torch.nn.functional.one_hot(torch.roll(masks, 2, dims=-1), 4).permute(0, 3, 1, 2).float()
+
+    model = ShiftedOracle()
+    table = evaluate_model(model, "cardiac", make_dataloader(ds, batch_size=len(ds), shuffle=False), device="cpu")
+    first = table[(table.id == ds[0]["id"]) & (table.region == "LV")].iloc[0]
+    target = ds[0]["mask"] == 1
+    pred = torch.roll(ds[0]["mask"], 2, dims=-1) == 1
+    in_mm = compute_hd95(pred, target, spacing=ds[0]["spacing"].tolist())
+    in_px = compute_hd95(pred, target)
+    assert abs(float(first.hd95) - float(in_mm)) < 1e-6
+    assert abs(float(in_mm) - float(in_px) * 1.5 * 20 / 32) < 1e-6  # a column shift: column spacing
 
 
 def test_mms_missing_vendor_table(tmp_path):

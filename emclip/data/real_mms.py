@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from emclip.data.imageio import resize_pair
@@ -80,6 +81,18 @@ def load_nifti(path: Path) -> np.ndarray:
         raise RuntimeError(f"Cannot read NIfTI file {path}: {err}. Download it again.") from err
 
 
+@lru_cache(maxsize=256)
+def pixel_spacing(image_path: Path) -> tuple[float, float]:
+    """In-plane spacing (mm) along the first two array axes of a NIfTI volume, from its header."""
+    import nibabel as nib
+
+    try:
+        zooms = nib.load(str(image_path)).header.get_zooms()
+    except Exception as err:
+        raise RuntimeError(f"Cannot read the NIfTI header of {image_path}: {err}. Download it again.") from err
+    return float(zooms[0]), float(zooms[1])
+
+
 @lru_cache(maxsize=4)
 def _frames(image_path: Path, gt_path: Path, ed: int, es: int) -> dict:
     """{phase: (image (H, W, Z) float32 in [0, 1], labels (H, W, Z) int64)} of one subject."""
@@ -105,7 +118,12 @@ def _frames(image_path: Path, gt_path: Path, ed: int, es: int) -> dict:
 
 
 class MMsDataset(Dataset):
-    """Labelled ED/ES slices of one M&Ms vendor and split; DESIGN.md sample contract."""
+    """Labelled ED/ES slices of one M&Ms vendor and split; DESIGN.md sample contract.
+
+    Each sample also carries ``spacing``: float32 (2,) pixel size in mm (rows, columns) after the
+    resize, from the NIfTI header, so that HD95 / ASSD on real MRI come out in mm
+    (:func:`emclip.evaluation.evaluate_model` uses it).
+    """
 
     def __init__(self, root: Path, domain: str, split: str, size: int = 128):
         self.root, self.domain, self.split, self.size = Path(root), domain, split, int(size)
@@ -134,7 +152,12 @@ class MMsDataset(Dataset):
         image, gt, ed, es = self.subjects[code]
         img, lab = _frames(image, gt, ed, es)[phase]
         timg, tmask = resize_pair(img[..., z], lab[..., z], self.size)
-        return {"image": timg, "mask": tmask, "domain": self.domain, "id": f"mms-{code}-{phase}-z{z:02d}"}
+        # the slice was resized to size x size: each output pixel spans (original extent / size) mm
+        rows_mm, cols_mm = pixel_spacing(image)
+        spacing = torch.tensor([rows_mm * img.shape[0] / self.size, cols_mm * img.shape[1] / self.size],
+                               dtype=torch.float32)
+        return {"image": timg, "mask": tmask, "domain": self.domain, "id": f"mms-{code}-{phase}-z{z:02d}",
+                "spacing": spacing}
 
     def __repr__(self) -> str:
         return (f"MMsDataset(root={str(self.root)!r}, domain={self.domain!r}, split={self.split!r}, "
