@@ -116,3 +116,18 @@ def all_reduce_mean(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item()) / get_world_size()
+
+
+def all_true(flag: bool) -> bool:
+    """True only if ``flag`` is true on every process (``flag`` itself when not distributed).
+
+    Used so that a condition seen on one rank (a non-finite loss) stops every rank together
+    instead of leaving the others waiting in the next collective.
+    """
+    if not is_distributed():
+        return bool(flag)
+    device = local_device() if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)
+

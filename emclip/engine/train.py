@@ -101,8 +101,8 @@ def _epoch_iterator(loader, seed: int, epoch: int):
     if generator is not None and generator is not getattr(sampler, "generator", None):
         generator.manual_seed(epoch_seed + 1)
     augment_generator = getattr(loader.collate_fn, "generator", None)  # emclip.data's AugmentCollate
-    if isinstance(augment_generator, torch.Generator):
-        augment_generator.manual_seed(epoch_seed + 2)
+    if isinstance(augment_generator, torch.Generator):  # per rank: each process augments differently
+        augment_generator.manual_seed(epoch_seed + 2 + 7_919 * ddp.get_rank())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(epoch_seed)
         return iter(loader)
@@ -212,10 +212,10 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = net(images)
         loss = loss_fn(logits.float(), mask)
-        if not torch.isfinite(loss):
+        if not ddp.all_true(bool(torch.isfinite(loss))):  # every rank stops together
             bar.close()
             raise RuntimeError(
-                f"Non-finite loss ({loss.item()}) at step {step + 1}: training stopped. Lower the learning rate "
+                f"Non-finite loss ({loss.item()} on rank {ddp.get_rank()}) at step {step + 1}: training stopped. Lower the learning rate "
                 f"(lr={lr}), check the inputs for NaN/inf, or disable mixed precision (amp=False). "
                 f"The last good checkpoint ({checkpoint_path}) is intact."
             )
