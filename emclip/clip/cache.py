@@ -61,7 +61,7 @@ class FeatureCache:
             digest = hashlib.sha1(f"{self.method}|{getattr(self.encoder, 'layers', '')}".encode())
             for name, tensor in self.encoder.state_dict().items():
                 digest.update(name.encode())
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 

@@ -206,9 +206,13 @@ def em_features(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         if getattr(model, attr, None) is None:
             raise ValueError(f"model {getattr(model, 'name', type(model).__name__)!r} has no {attr!r}: the EM "
                              "feature view needs an EM-CLIP model with EM enabled (create_model('emclip', ...)).")
+    was_training = model.training
     model.eval()
-    before = model.neck(model.encoder(images)[-1].to(model.neck.weight.dtype))
-    return before, model.em(before).features
+    try:
+        before = model.neck(model.encoder(images)[-1].to(model.neck.weight.dtype))
+        return before, model.em(before).features
+    finally:
+        model.train(was_training)  # leave the caller's model in the mode it came in
 
 
 def em_feature_embedding(model, datasets: dict, source_domains: Sequence[str], n_images: int = 8,
