@@ -212,7 +212,7 @@ write_notebook(
            "read a domain as a style (colour, contrast, gamma, illumination, blur, noise) kept as data",
            "measure the gap: a domain classifier and a segmenter that fails off its training domain",
            "use the splits, protocols and loaders that every later notebook trains and tests on"],
-    runtime={"CPU": "< 1 min (ci), ~2 min (cpu)", "GPU": "~2 min"},
+    runtime={"CPU (ci profile)": "< 1 min", "CPU (cpu profile)": "~1 min", "GPU": "~1 min"},
     parameters=(
         'profile = None  # None reads $EMCLIP_PROFILE; or "ci", "cpu", "gpu", "auto"\n'
         "seed = 0\n"

@@ -266,7 +266,7 @@ if __name__ == "__main__":
             "draw zero-shot pixel-text similarity maps (MaskCLIP's value path) and score them",
             "measure the domain gap of image embeddings with PCA, t-SNE and a linear probe",
         ],
-        runtime={"ci": "< 1 min", "CPU (cpu profile)": "~1-2 min", "GPU (gpu profile, ViT-B-16)": "~1 min"},
+        runtime={"CPU (ci profile)": "< 1 min", "CPU (cpu profile)": "~1 min", "GPU (gpu profile, ViT-B-16)": "~2 min"},
         parameters=PARAMETERS.strip(),
         imports=IMPORTS.strip(),
         cells=cells,

@@ -341,7 +341,7 @@ write_notebook(
         "measure feature compactness before and after aggregation, per domain",
         "compare the time and memory of EM attention with non-local attention as N grows",
     ],
-    runtime={"CPU (ci profile)": "< 1 min", "CPU (cpu profile)": "~2 min", "GPU": "~1 min"},
+    runtime={"CPU (ci profile)": "< 1 min", "CPU (cpu profile)": "~1 min", "GPU": "~1 min"},
     parameters=PARAMETERS,
     imports=IMPORTS,
     cells=cells,

@@ -216,7 +216,7 @@ write_notebook(
         "read loss and validation Dice curves, look at predictions",
         "save a checkpoint that notebook 05 evaluates across domains",
     ],
-    runtime={"CPU (ci profile)": "< 1 min", "CPU (cpu profile)": "~3-5 min", "GPU (gpu profile)": "~10 min"},
+    runtime={"CPU (ci profile)": "< 1 min", "CPU (cpu profile)": "~1-2 min", "GPU (gpu profile)": "~15 min (estimate)"},
     parameters=PARAMETERS,
     imports=IMPORTS,
     cells=cells,

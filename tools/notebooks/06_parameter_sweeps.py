@@ -172,7 +172,7 @@ write_notebook(
     goals=["run a notebook over a grid of its parameters (K, T, ...) with papermill, in parallel processes",
            "read the gathered table and plot a metric against K and T per domain",
            "resume a sweep: finished runs are not repeated, failed runs are reported with their notebook"],
-    runtime={"CPU (ci)": "~1 min", "CPU (cpu)": "~3 min", "GPU": "~2 min"},
+    runtime={"CPU (ci profile)": "~1 min", "CPU (cpu profile)": "~2 min", "GPU": "~2 min"},
     parameters=PARAMETERS.strip(),
     imports=IMPORTS,
     cells=cells,
