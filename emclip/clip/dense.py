@@ -283,7 +283,10 @@ class CLIPDenseEncoder(nn.Module):
         block = self._blocks[-1]
         attn = block.attn
         if not isinstance(attn, nn.MultiheadAttention):
-            raise NotImplementedError(f"The value path needs nn.MultiheadAttention blocks, got {type(attn).__name__}.")
+            raise TypeError(
+                f"dense_embeddings() needs open_clip ViT blocks with nn.MultiheadAttention, got {type(attn).__name__}. "
+                "Use an open_clip ViT (e.g. ViT-B-16) or the multi-level features of forward() instead."
+            )
         c = x.shape[-1]
         w_v = attn.in_proj_weight[2 * c:] if attn.in_proj_weight is not None else attn.v_proj_weight
         b_v = attn.in_proj_bias[2 * c:] if attn.in_proj_bias is not None else None
