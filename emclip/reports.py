@@ -269,8 +269,9 @@ def to_markdown(frame: pd.DataFrame, index: bool = True, index_name: str | None 
     cols = [" / ".join(str(p) for p in c) if isinstance(c, tuple) else str(c) for c in frame.columns]
     header = ([index_name or (frame.index.name or "")] if index else []) + cols
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    for key, row in frame.iterrows():
-        cells = ([_cell(key)] if index else []) + [_cell(v) for v in row.tolist()]
+    # itertuples keeps each column's own type (iterrows would turn the ints of an all-numeric row into floats)
+    for key, row in zip(frame.index, frame.itertuples(index=False, name=None)):
+        cells = ([_cell(key)] if index else []) + [_cell(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

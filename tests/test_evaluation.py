@@ -333,3 +333,8 @@ def test_case_figure_shows_the_ranked_image_and_its_metrics():
     with pytest.raises(ValueError, match="valid"):
         case_figure(per_image, models, {"domain1": data}, task, "unet", "domain1")
     plt.close("all")
+
+
+def test_markdown_keeps_integer_columns_integer():
+    table = pd.DataFrame({"K": [4, 8], "dice": [0.5, float("nan")], "name": ["a|b", "c"]})
+    assert reports.to_markdown(table, index=False).splitlines()[2:] == ["| 4 | 0.500 | a\\|b |", "| 8 | n/a | c |"]
