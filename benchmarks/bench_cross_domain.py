@@ -28,6 +28,7 @@ import emclip
 from emclip import reports
 from emclip.data import get_protocol
 from emclip.evaluation import run_protocol
+from emclip.fileio import atomic_write_text
 from emclip.models import list_models
 from emclip.tasks import get_task
 
@@ -145,10 +146,7 @@ def main(argv=None) -> int:
         "Cells: mean over the test images of each domain (± std over seeds when there are several); "
         "out-of-domain = the domains the model never saw, in-domain = test images of its training domain.\n\n"
         + "\n\n".join(sections) + "\n")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "README.md.tmp"
-    tmp.write_text(readme)
-    os.replace(tmp, out / "README.md")
+    atomic_write_text(out / "README.md", readme)
     print(readme)
     return 0
 

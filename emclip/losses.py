@@ -9,7 +9,7 @@
 
 Both compute Dice over the whole batch (``batch=True``), so that a slice without an RV does
 not give an undefined per-image Dice — design choice, not from the paper (its losses were not
-available; tqdm uses BCE + Dice on masks, see research-mission 1.4).
+available; the tqdm segmenter, ByeongHyunPak/tqdm, uses BCE + Dice on masks).
 
 Shapes: ``loss(logits (B, C, H, W), mask (B, H, W) int64 label map)`` -> scalar tensor;
 the label map is converted with ``task.targets``.

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from emclip.fileio import atomic_write_text
+
 #: What each factory model is, for the comparison table (unknown names are listed as "other").
 METHOD_ROLES = {
     "emclip": "proposed",
@@ -277,11 +279,7 @@ def to_markdown(frame: pd.DataFrame, index: bool = True, index_name: str | None 
 
 
 def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)
 
 
 def save_frame(frame: pd.DataFrame, out_dir: str | os.PathLike, stem: str) -> tuple[Path, Path]:

@@ -13,6 +13,8 @@ import math
 import os
 from pathlib import Path
 
+from emclip.fileio import atomic_write_json
+
 RECORD_ENV = "EMCLIP_RECORD_FILE"
 RESULTS_ENV = "EMCLIP_RESULTS_DIR"
 
@@ -55,12 +57,9 @@ def record(**metrics) -> dict:
     target = os.environ.get(RECORD_ENV)
     if target:
         path = Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
         current = json.loads(path.read_text()) if path.exists() else {}
         current.update(_RECORDS)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_json(path, current)
     return dict(_RECORDS)
 
 

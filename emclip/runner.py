@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emclip.fileio import atomic_write_text
 from emclip.sweep import execute_run
 
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
@@ -57,11 +58,7 @@ def export_html(executed: str | os.PathLike, target: str | os.PathLike) -> Path:
     from nbconvert import HTMLExporter
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(executed), as_version=4))
-    target = Path(target)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(target, body)
 
 
 def extract_figures(executed: str | os.PathLike, folder: str | os.PathLike) -> list[Path]:
@@ -165,11 +162,7 @@ def write_summary(output: str | os.PathLike, runs: list[NotebookRun], profile: s
         for path in tables:
             body = _demote(path.read_text().strip()) if path.suffix == ".md" else _csv_section(path)
             lines += [f"### `{rel(path)}`", "", body, ""]
-    target = output / "summary.md"
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(output / "summary.md", "\n".join(lines) + "\n")
 
 
 def _demote(markdown: str) -> str:

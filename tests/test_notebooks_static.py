@@ -1,4 +1,4 @@
-"""Every notebook follows the kit's conventions (DESIGN.md, notebook conventions)."""
+"""Every notebook follows the kit's conventions (docs/architecture.md, notebook conventions)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Task definitions (DESIGN.md contracts) and label conversions."""
+"""Task definitions (docs/architecture.md) and label conversions."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Build a kit notebook from Python: the standard header cells plus the lesson's cells.
 
-Every notebook of the kit starts the same way (DESIGN.md, notebook conventions):
+Every notebook of the kit starts the same way (docs/architecture.md, notebook conventions):
 title + Colab badge, learning goals, runtime, the ``parameters`` cell (literals only), a set-up
 cell that installs emclip only on Colab, and the imports with ``emclip.print_config()``.
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from emclip.fileio import atomic_write
+
 
 class FeatureCache:
     """Cached ``encoder(images)`` (or another method, e.g. ``"dense_embeddings"``) per sample.
@@ -81,11 +83,8 @@ class FeatureCache:
         return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
 
     def _save(self, key: str, feats: list[torch.Tensor]) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(feats, tmp)
-        os.replace(tmp, path)
+        with atomic_write(self._path(key)) as tmp:
+            torch.save(feats, tmp)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, ids, aug_ids=None):

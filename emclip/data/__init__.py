@@ -1,6 +1,6 @@
 """Multi-centre data: synthetic fundus / cardiac domains, Fundus-DG and M&Ms loaders, DG splits.
 
-Entry points (DESIGN.md contracts)::
+Entry points (docs/architecture.md)::
 
     get_dataset(task, domain, split="train", source="synthetic", size=128, seed=0, root=None, n=None)
     domain_datasets(task, domains, split, profile, source="synthetic", root=None, seed=0)

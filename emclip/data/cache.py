@@ -3,7 +3,7 @@
 Generation is fast, so the cache matters only for large images or slow disks-vs-CPU
 trade-offs (e.g. the ``gpu`` profile at 224 px with many workers). Enable it with
 ``EMCLIP_SYNTHETIC_CACHE=1`` (stored under ``emclip.runtime.cache_dir()/synthetic``) or a path.
-Files are written atomically (tmp + ``os.replace``), so parallel workers never read half a file.
+Files are written atomically (:func:`emclip.fileio.atomic_write`), so parallel workers never read half a file.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emclip.fileio import atomic_write
 from emclip.runtime import cache_dir
 
 CACHE_ENV = "EMCLIP_SYNTHETIC_CACHE"
@@ -47,8 +48,5 @@ class SampleCache:
             return None
 
     def save(self, key: str, image: np.ndarray, mask: np.ndarray) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.path(key)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, image=image, mask=mask)
-        os.replace(tmp, path)
+        with atomic_write(self.path(key)) as tmp:
+            np.savez_compressed(tmp, image=image, mask=mask)

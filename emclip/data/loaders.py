@@ -17,7 +17,7 @@ from emclip.tasks import get_task
 
 
 def get_dataset(task, domain, split="train", source="synthetic", size=128, seed=0, root=None, n=None) -> Dataset:
-    """One domain of one task as a torch Dataset of DESIGN.md samples.
+    """One domain of one task as a torch Dataset of samples (docs/architecture.md).
 
     Args:
         task: ``"fundus"`` or ``"cardiac"``.

@@ -117,7 +117,7 @@ def load_fundus_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.
 
 
 class FundusDGDataset(Dataset):
-    """One domain and split of Fundus-DG; items follow the DESIGN.md sample contract."""
+    """One domain and split of Fundus-DG; items follow the sample contract (docs/architecture.md)."""
 
     def __init__(self, root: Path, domain: str, split: str, size: int = 128):
         self.root, self.domain, self.split, self.size = Path(root), domain, split, int(size)

@@ -118,7 +118,7 @@ def _frames(image_path: Path, gt_path: Path, ed: int, es: int) -> dict:
 
 
 class MMsDataset(Dataset):
-    """Labelled ED/ES slices of one M&Ms vendor and split; DESIGN.md sample contract.
+    """Labelled ED/ES slices of one M&Ms vendor and split; sample contract (docs/architecture.md).
 
     Each sample also carries ``spacing``: float32 (2,) pixel size in mm (rows, columns) after the
     resize, from the NIfTI header, so that HD95 / ASSD on real MRI come out in mm

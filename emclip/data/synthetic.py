@@ -1,4 +1,4 @@
-"""The synthetic multi-centre data set: on-the-fly, deterministic, DESIGN.md sample contract."""
+"""The synthetic multi-centre data set: on-the-fly, deterministic, sample contract (docs/architecture.md)."""
 
 from __future__ import annotations
 

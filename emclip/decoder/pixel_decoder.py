@@ -1,6 +1,6 @@
 """The text-guided pixel decoder of EM-CLIP (the paper's second idea).
 
-What follows the paper's description (arXiv 2509.08570, abstract; see research-mission 1.4):
+What follows the paper's description (arXiv 2509.08570, abstract):
     * class text embeddings from the CLIP text tower, "domain-invariant textual knowledge",
       guide the deep visual features inside the decoder (:class:`~emclip.decoder.blocks.TextGuidance`);
     * the logit of a region is the similarity between a pixel embedding and that region's

@@ -7,19 +7,20 @@ EM-CLIP's EM bases ``em.mu`` included), ``optimizer``, ``scheduler``, ``rng`` (P
 torch CPU and CUDA generator states, see :func:`rng_state`), ``config`` (the model's resolved
 config), ``model_name``, ``task``, ``history`` (dict of lists), ``meta`` (free dict).
 
-Writes go to ``<path>.tmp`` and are moved into place with ``os.replace``, so a run killed while
-saving leaves the previous checkpoint intact.
+Writes go through :func:`emclip.fileio.atomic_write` (a temporary file moved into place with
+``os.replace``), so a run killed while saving leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from emclip.fileio import atomic_write
 
 FORMAT = 1
 
@@ -96,9 +97,8 @@ def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, step
         "history": history or {},
         "meta": meta or {},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -1,6 +1,6 @@
 """EM-CLIP: frozen CLIP image encoder -> EM aggregation -> text-guided pixel decoder.
 
-Follows the paper's description (arXiv 2509.08570, abstract; research-mission 1.4):
+Follows the paper's description (arXiv 2509.08570, abstract; see docs/architecture.md):
     * a CLIP foundation model encodes the image; its image tower stays frozen (optionally the
       last blocks train, ``encoder.trainable_last_blocks``);
     * EM aggregation (EMANet's EMAU, :class:`emclip.em.EMAggregation`) clusters the deepest

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from emclip.fileio import atomic_write_text
+
 
 def find_notebook(name: str, search: str | os.PathLike = ".") -> Path | None:
     """``name`` beside ``search`` or in a ``notebooks/`` folder next to it; ``None`` if absent (Colab)."""
@@ -59,12 +61,7 @@ def make_notebook(path: str | os.PathLike, parameters: str, cells: list[str], ti
         cell["id"] = f"cell-{index}"
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                    "language_info": {"name": "python"}}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(nbformat.writes(nb))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, nbformat.writes(nb))
 
 
 def demo_notebook(path: str | os.PathLike) -> Path:

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emclip.fileio import atomic_write_json
 from emclip.runlog import RECORD_ENV, RESULTS_ENV
 from emclip.sweep.grid import grid_points, run_name
 from emclip.sweep.table import STATUS_FILE, gather, read_status
@@ -47,9 +48,7 @@ def patched_environ(values: dict[str, str | None]):
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 def _error_text(err: BaseException) -> str:
     ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from emclip.fileio import atomic_write
+
 STATUS_FILE = "run.json"
 TABLE_FILE = "sweep.csv"
 
@@ -40,9 +42,8 @@ def gather(output: str | os.PathLike, names: list[str] | None = None, save: bool
         rows.append(row)
     table = pd.DataFrame(rows)
     if save and rows:
-        tmp = output / (TABLE_FILE + ".tmp")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, output / TABLE_FILE)
+        with atomic_write(output / TABLE_FILE) as tmp:
+            table.to_csv(tmp, index=False)
     return table
 
 
