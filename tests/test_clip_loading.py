@@ -9,6 +9,7 @@ import torch
 
 from emclip.clip import BIOMEDCLIP, TINY_MODEL, WeightsUnavailableError, load_clip
 from emclip.clip import loading as clip_loading
+from emclip.errors import ConfigError
 
 
 def test_tiny_model_loads_and_encodes():
@@ -49,8 +50,36 @@ def test_local_weights_sha256_is_verified(tmp_path):
     torch.save(load_clip().model.state_dict(), path)
     digest = clip_loading.file_sha256(path)
     assert not load_clip(TINY_MODEL, pretrained=str(path), sha256=digest[:16]).is_random
+    assert not load_clip(TINY_MODEL, pretrained=str(path), sha256=digest.upper()).is_random
     with pytest.raises(RuntimeError, match="SHA256 mismatch"):
         load_clip(TINY_MODEL, pretrained=str(path), sha256="0" * 64)
+
+
+@pytest.mark.parametrize("bad", ["", "a", "0123456789abcde", "g" * 16, "0" * 65, "  "])
+def test_sha256_must_be_a_real_digest_or_a_16_character_prefix(tmp_path, bad):
+    """A one-character prefix used to pass any file, and '' skipped the check (issue 16)."""
+    path = tmp_path / "tiny.pt"
+    torch.save(load_clip(seed=1).model.state_dict(), path)
+    with pytest.raises(ConfigError, match="at least its first 16"):
+        load_clip(TINY_MODEL, pretrained=str(path), sha256=bad)
+    with pytest.raises(ConfigError, match="at least its first 16"):
+        clip_loading.verify_sha256(path, bad)
+
+
+def test_cli_download_weights_checks_a_local_file(tmp_path, capsys):
+    from emclip.cli import main
+
+    path = tmp_path / "tiny.pt"
+    torch.save(load_clip(seed=2).model.state_dict(), path)
+    digest = clip_loading.file_sha256(path)
+    assert main(["download-weights", TINY_MODEL, str(path), "--sha256", digest[:20]]) == 0
+    assert digest in capsys.readouterr().out
+    assert main(["download-weights", TINY_MODEL, str(path), "--sha256", "f" * 64]) == 2
+    assert "SHA256 mismatch" in capsys.readouterr().err
+    assert main(["download-weights", TINY_MODEL, str(path), "--sha256", digest[:4]]) == 2
+    assert "at least its first 16" in capsys.readouterr().err
+    assert main(["download-weights", TINY_MODEL, str(path)]) == 2
+    assert "--sha256" in capsys.readouterr().err
 
 
 def test_missing_weights_file_raises(tmp_path):

@@ -16,6 +16,7 @@ COMMANDS = (
     "info",
     "prepare",
     "weights",
+    "pretrain",
     "train",
     "evaluate",
     "run",

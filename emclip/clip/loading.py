@@ -2,17 +2,23 @@
 
 Accepted ``(name, pretrained)`` pairs (``emclip.clip.list_clip_models()`` lists them):
 
-- ``("emclip-tiny", None)`` / ``("emclip-tiny-rn", None)``: tiny open_clip configs shipped in this
+- ``("emclip-tiny", "synth-v1")``: the kit's own pretrained weights, shipped in the package
+  (``emclip/clip/weights/``, safetensors, sha256-checked before loading; the model card beside
+  them says what they were trained on and what they never saw). **The offline default**:
+  ``load_clip()`` loads them. ``list_shipped_weights()`` lists the shipped tags.
+- ``("emclip-tiny", "random")`` / ``("emclip-tiny-rn", "random")``: tiny open_clip configs of this
   package (``emclip/clip/model_configs/*.json``, registered with ``open_clip.add_model_config``),
-  randomly initialised from a fixed seed. Offline default; runs in milliseconds.
+  randomly initialised from a fixed seed: the named control that shows what pretraining adds.
+  ``pretrained=None`` means the same (open_clip's meaning: random init), for every model.
 - ``("ViT-B-16", "openai")``, ``("ViT-B-16", "laion2b_s34b_b88k")``, ``("RN50", "openai")``, ... :
   open_clip's built-in architectures and pretrained tags.
-- ``("ViT-B-16", "/path/to/weights.pt")``: a local weights file (``sha256=`` verifies it).
+- ``("ViT-B-16", "/path/to/weights.pt")``: a local weights file (``sha256=`` verifies it: the full
+  digest or a prefix of at least 16 hex characters).
 - ``("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224", None)``: a Hugging Face
   hub repository (BiomedCLIP's PubMedBERT tokenizer needs ``transformers``:
   ``pip install "emclip[biomedclip]"``).
 - ``pretrained="auto"``: the real weights when reachable, otherwise a loud fall-back to the tiny
-  model (``warnings.warn`` + ``bundle.is_random`` + ``bundle.note``). Notebooks use this policy.
+  model with the kit's shipped weights (``warnings.warn`` + ``bundle.note``). Notebooks use this policy.
 
 Before open_clip is asked for real weights, :func:`check_weights_available` looks them up in the
 local caches and, when they are absent, either sees ``HF_HUB_OFFLINE=1`` or probes the host with a
@@ -24,8 +30,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import logging
 import os
+import re
 import socket
 import warnings
 from dataclasses import dataclass
@@ -35,7 +43,13 @@ from urllib.parse import urlparse
 import open_clip
 import torch
 
+from emclip.errors import ConfigError, EmclipError
+
 CONFIG_DIR = Path(__file__).parent / "model_configs"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+RANDOM = "random"  # the named random-init control
+DEFAULT = "default"  # load_clip's default: the shipped weights of a tiny model, else random init
+MIN_SHA256_PREFIX = 16
 TINY_MODEL = "emclip-tiny"
 TINY_MODELS = ("emclip-tiny", "emclip-tiny-rn")
 HF_PREFIX = "hf-hub:"
@@ -45,8 +59,12 @@ _PROBE_TIMEOUT_S = 3.0
 _registered = False
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(EmclipError, RuntimeError):
     """The requested CLIP weights are neither cached nor downloadable right now."""
+
+
+class WeightsMismatchError(EmclipError, RuntimeError):
+    """A weights file's SHA256 differs from the expected one (corrupt, truncated or another file)."""
 
 
 @dataclass
@@ -94,12 +112,42 @@ def register_configs() -> None:
         _registered = True
 
 
+def _shipped_registry() -> dict:
+    path = WEIGHTS_DIR / "registry.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def list_shipped_weights() -> list[tuple[str, str]]:
+    """The ``(name, tag)`` pairs whose weights ship inside the package (e.g. ``("emclip-tiny", "synth-v1")``)."""
+    return [(entry["model"], entry["tag"]) for entry in _shipped_registry().values()]
+
+
+def shipped_entry(name: str, tag: str) -> dict | None:
+    """The registry entry of shipped weights ``(name, tag)``: file, sha256, model card; else ``None``."""
+    return _shipped_registry().get(f"{name}:{tag}")
+
+
+def resolve_pretrained(name: str, pretrained) -> str | None:
+    """What ``pretrained`` means for ``name``: ``"default"`` -> the first shipped tag of ``name``
+    (``None`` when there is none), ``"random"`` -> ``None``; anything else unchanged."""
+    if pretrained is None:
+        return None
+    pretrained = str(pretrained)
+    if pretrained == RANDOM:
+        return None
+    if pretrained == DEFAULT:
+        tags = [tag for model, tag in list_shipped_weights() if model == name]
+        return tags[0] if tags else None
+    return pretrained
+
+
 def list_clip_models(with_tags: bool = True) -> list[tuple[str, str | None]] | list[str]:
     """The tiny models (tag ``None``), BiomedCLIP and every open_clip ``(name, tag)`` pair."""
     register_configs()
     if not with_tags:
         return [*TINY_MODELS, BIOMEDCLIP, *[m for m in open_clip.list_models() if m not in TINY_MODELS]]
-    return [(m, None) for m in TINY_MODELS] + [(BIOMEDCLIP, None)] + list(open_clip.list_pretrained())
+    return ([(m, None) for m in TINY_MODELS] + list_shipped_weights() + [(BIOMEDCLIP, None)]
+            + list(open_clip.list_pretrained()))
 
 
 def default_tag(name: str) -> str | None:
@@ -232,11 +280,26 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def verify_sha256(path, expected: str) -> str:
-    """Raise ``RuntimeError`` unless ``path``'s SHA256 starts with ``expected``; return the digest."""
+def check_sha256_argument(expected, min_prefix: int = MIN_SHA256_PREFIX) -> str:
+    """``expected`` lower-cased, or :class:`~emclip.errors.ConfigError` unless it is hexadecimal and
+    either the full 64-character digest or a prefix of at least ``min_prefix`` characters."""
+    text = str(expected).strip().lower() if expected is not None else ""
+    if not re.fullmatch(r"[0-9a-f]+", text) or len(text) > 64 or len(text) < min(min_prefix, 64):
+        raise ConfigError(
+            f"sha256={expected!r} cannot check a file: give the full 64-character hexadecimal SHA256 "
+            f"or at least its first {min_prefix} characters (e.g. from `sha256sum FILE`), or leave sha256 out "
+            "to skip the check."
+        )
+    return text
+
+
+def verify_sha256(path, expected: str, min_prefix: int = MIN_SHA256_PREFIX) -> str:
+    """Raise :class:`WeightsMismatchError` unless ``path``'s SHA256 starts with ``expected``
+    (at least ``min_prefix`` hex characters, see :func:`check_sha256_argument`); return the digest."""
+    expected = check_sha256_argument(expected, min_prefix)
     actual = file_sha256(path)
-    if not actual.startswith(expected.lower()):
-        raise RuntimeError(
+    if not actual.startswith(expected):
+        raise WeightsMismatchError(
             f"SHA256 mismatch for {path}: expected {expected}, got {actual}. The file is corrupt or not "
             "the one you meant; delete it and download again (`emclip download-weights NAME TAG`)."
         )
@@ -283,7 +346,7 @@ def _create(name: str, pretrained: str | None, device, cache_dir, seed: int):
 
 def load_clip(
     name: str = TINY_MODEL,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: str | os.PathLike | None = DEFAULT,
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike | None = None,
     sha256: str | None = None,
@@ -293,10 +356,14 @@ def load_clip(
 
     Args:
         name: open_clip model name, ``hf-hub:org/repo`` or one of the tiny models.
-        pretrained: tag, path of a weights file, ``None`` (random init) or ``"auto"``.
+        pretrained: ``"default"`` (the shipped weights of a tiny model, random init for any other),
+            a tag (``"synth-v1"``, ``"openai"``, ...), the path of a weights file, ``"random"`` or
+            ``None`` (random init), or ``"auto"``.
         device: where the model goes (``"auto"`` allowed).
         cache_dir: download/cache folder for weights (open_clip's default when ``None``).
-        sha256: expected SHA256 (or prefix) of a local weights file, verified before loading.
+        sha256: expected SHA256 of a local weights file (the full digest or at least its first 16
+            hex characters), verified before loading. Shipped weights are always verified against
+            their recorded digest.
         seed: seed of the random initialisation (random-init models are reproducible).
 
     Returns:
@@ -308,11 +375,11 @@ def load_clip(
     device = get_device(device)
     cache_dir = str(cache_dir) if cache_dir is not None else None
     name = str(name)
-    if pretrained is not None:
-        pretrained = str(pretrained)
-
+    if sha256 is not None:
+        sha256 = check_sha256_argument(sha256)
     if pretrained == "auto":
         return _load_auto(name, device, cache_dir, seed)
+    pretrained = resolve_pretrained(name, pretrained)
 
     if name.startswith(HF_PREFIX):
         check_weights_available(name, None, cache_dir)
@@ -330,6 +397,10 @@ def load_clip(
                 "similarities carry no meaning beyond the architecture.")
         return ClipBundle(model, preprocess, tokenizer, name, None, True, note)
 
+    entry = shipped_entry(name, pretrained)
+    if entry is not None:
+        return _load_shipped(name, pretrained, entry, device, cache_dir, seed)
+
     if os.path.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
         path = Path(pretrained).expanduser()
         if not path.is_file():
@@ -337,37 +408,58 @@ def load_clip(
                 f"CLIP weights file {path} does not exist. Pass an existing file, a pretrained tag "
                 f"({', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none for this model'}) or None."
             )
-        if sha256:
+        if sha256 is not None:
             verify_sha256(path, sha256)
         model, preprocess, tokenizer = _create(name, str(path), device, cache_dir, seed)
         return ClipBundle(model, preprocess, tokenizer, name, str(path), False, f"{name}: weights from file {path}")
 
+    if name in TINY_MODELS:
+        shipped = [tag for model, tag in list_shipped_weights() if model == name]
+        raise ConfigError(f"Unknown weights {pretrained!r} for {name!r}. Valid: {', '.join(shipped + [RANDOM])}, "
+                          "None (random init) or the path of a weights file.")
     cached = check_weights_available(name, pretrained, cache_dir)
-    if sha256 and cached:
+    if sha256 is not None and cached:
         verify_sha256(cached, sha256)
     model, preprocess, tokenizer = _create(name, pretrained, device, cache_dir, seed)
     return ClipBundle(model, preprocess, tokenizer, name, pretrained, False,
                       f"{name}: pretrained '{pretrained}' weights" + (f" ({cached})" if cached else ""))
 
 
+def _load_shipped(name: str, tag: str, entry: dict, device, cache_dir, seed: int) -> ClipBundle:
+    """The package's own weights ``(name, tag)``, verified against the recorded full SHA256."""
+    path = WEIGHTS_DIR / entry["file"]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"The shipped weights {name}/{tag} ({path}) are missing from this installation. Reinstall emclip "
+            "(the wheel carries them as package data), or use pretrained='random' for the random control."
+        )
+    verify_sha256(path, entry["sha256"], min_prefix=64)
+    model, preprocess, tokenizer = _create(name, str(path), device, cache_dir, seed)
+    note = (f"{name}: the kit's own pretrained weights '{tag}' ({entry.get('summary', 'see the model card')}; "
+            f"model card: emclip/clip/weights/{entry['card']}).")
+    return ClipBundle(model, preprocess, tokenizer, name, tag, False, note)
+
+
 def _load_auto(name: str, device, cache_dir, seed: int) -> ClipBundle:
     if name in TINY_MODELS:
-        return load_clip(name, None, device, cache_dir, seed=seed)
+        return load_clip(name, DEFAULT, device, cache_dir, seed=seed)
     tag = default_tag(name)
     try:
         if tag is None and not name.startswith(HF_PREFIX):
             raise WeightsUnavailableError(f"open_clip publishes no pretrained weights for {name!r}.")
         return load_clip(name, tag, device, cache_dir, seed=seed)
     except (WeightsUnavailableError, ImportError, RuntimeError, OSError) as err:
-        bundle = load_clip(TINY_MODEL, None, device, cache_dir, seed=seed)
+        bundle = load_clip(TINY_MODEL, DEFAULT, device, cache_dir, seed=seed)
+        what = (f"the kit's own small model pretrained on synthetic pairs ('{bundle.pretrained}')"
+                if not bundle.is_random else "RANDOMLY INITIALISED weights")
         message = (
             f"\n{'!' * 78}\n!! CLIP FALL-BACK: real weights for {name!r} ({tag or 'hub'}) are unavailable:\n"
-            f"!!   {err}\n!! Running the tiny RANDOMLY INITIALISED model {TINY_MODEL!r} instead: "
-            f"results show the pipeline, not CLIP's knowledge.\n{'!' * 78}"
+            f"!!   {err}\n!! Running the tiny model {TINY_MODEL!r} with {what} instead: "
+            f"results show the pipeline and a miniature foundation model, not a real CLIP's knowledge.\n{'!' * 78}"
         )
         warnings.warn(message, UserWarning, stacklevel=3)
-        bundle.note = (f"FALL-BACK: {name} ({tag or 'hub'}) weights unavailable -> {TINY_MODEL} with RANDOM "
-                       f"weights (seed {seed}). Reason: {type(err).__name__}.")
+        bundle.note = (f"FALL-BACK: {name} ({tag or 'hub'}) weights unavailable -> {TINY_MODEL} "
+                       f"({bundle.pretrained or f'RANDOM weights, seed {seed}'}). Reason: {type(err).__name__}.")
         return bundle
 
 
@@ -379,7 +471,7 @@ def download_weights(name: str, pretrained: str | None = None, cache_dir=None) -
     """
     register_configs()
     if name in TINY_MODELS:
-        raise ValueError(f"{name!r} is a random-init model shipped with emclip: there is nothing to download.")
+        raise ValueError(f"{name!r} ships with emclip (its weights are package data): there is nothing to download.")
     cached = check_weights_available(name, pretrained, cache_dir)
     if cached:
         path = cached
@@ -393,5 +485,5 @@ def download_weights(name: str, pretrained: str | None = None, cache_dir=None) -
     if not name.startswith(HF_PREFIX) and not open_clip.get_pretrained_cfg(name, pretrained).get("hf_hub"):
         expected = expected_sha256(name, pretrained)
         if expected:
-            verify_sha256(path, expected)
+            verify_sha256(path, expected, min_prefix=8)  # open_clip publishes 8-character prefixes
     return str(path)

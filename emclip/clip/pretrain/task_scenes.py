@@ -1,0 +1,135 @@
+"""Fundus and cardiac scenes of the pretraining corpus, and the captions that describe them.
+
+The anatomy comes from the kit's own renderers (:func:`emclip.data.synthetic_fundus.render_fundus`,
+:func:`emclip.data.synthetic_cardiac.render_cardiac`), rendered *clean* (no camera or scanner
+style: the style is drawn from the prior when the corpus is read, see
+:mod:`emclip.clip.pretrain.corpus`) with an anatomy scale from the prior, at 1-1.5x the output
+size and cropped at a random offset, so that the structures appear at many sizes and positions,
+not only centred as in the benchmark's region-of-interest crops.
+
+A caption is written from what the rendered scene contains: which structures are visible, their
+size, position and relations, the modality. The label map that the renderer returns is used
+only for this (area and centroid of each structure) and is then dropped: no pixel mask enters
+pretraining. The structure names are the descriptions of the tasks' class prompts
+(:mod:`emclip.tasks`), used the way web captions mention things: in varied sentences, often
+next to other words, never as a fixed prompt. Design choices, not from the paper.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from emclip.clip.pretrain.words import (
+    pick,
+    position_phrase,
+    region_facts,
+    relation_phrase,
+    size_word,
+    with_article,
+)
+from emclip.data.styles import DomainStyle
+from emclip.data.synthetic_cardiac import render_cardiac
+from emclip.data.synthetic_fundus import render_fundus
+from emclip.tasks import CARDIAC, FUNDUS
+
+ZOOM = (1.0, 2.0)  # render at this multiple of the output size, then crop
+P_RED_FREE = 0.15  # fundus scenes rendered grey ("red-free" photographs)
+# size words: "small" below the first value, "large" above the second; about the corpus's tertiles
+# (measured on 300 scenes of each task)
+DISC_AREA = (0.12, 0.2)  # disc area / image area
+CUP_RATIO = (0.45, 0.62)  # sqrt(cup area / disc area), about the cup-to-disc ratio
+LV_AREA = (0.011, 0.023)  # LV blood pool area / image area
+WALL_SHARE = (0.65, 0.77)  # myocardium / (myocardium + LV): thin, normal, thick wall
+RV_TO_LV = (0.66, 1.5)  # RV area / LV area
+
+_DISC, _CUP = (r.descriptions for r in FUNDUS.regions)
+_LV, _MYO, _RV = (r.descriptions for r in CARDIAC.regions)
+
+
+def clean_style(scale: float) -> DomainStyle:
+    """A style that leaves the clean rendering as it is (only the anatomy ``scale`` is used)."""
+    return DomainStyle("clean", gain=(1.0, 1.0, 1.0), offset=0.0, contrast=1.0, gamma=1.0, illumination=0.0,
+                       illumination_angle=0.0, blur=0.0, resolution=1.0, noise="gaussian", noise_sigma=0.0,
+                       fov=None, scale=float(scale))
+
+
+def _render_cropped(renderer, rng: np.random.Generator, size: int, scale: float):
+    big = int(round(size * rng.uniform(*ZOOM)))
+    image, mask = renderer(rng, big, clean_style(scale))
+    y0, x0 = (int(v) for v in rng.integers(0, big - size + 1, size=2))
+    return image[:, y0:y0 + size, x0:x0 + size], mask[y0:y0 + size, x0:x0 + size]
+
+
+def fundus_scene(rng: np.random.Generator, size: int, scale: float) -> tuple[np.ndarray, dict]:
+    """A clean optic-disc fundus crop (3, size, size) in [0, 1] (grey for red-free) and its facts."""
+    image, mask = _render_cropped(render_fundus, rng, size, scale)
+    red_free = bool(rng.random() < P_RED_FREE)
+    if red_free:  # a green-channel ("red-free") photograph: vessels and disc stand out in grey
+        image = np.repeat(image[1:2], 3, axis=0)
+    disc, cup = region_facts(mask >= 1), region_facts(mask == 2)
+    ratio = float(np.sqrt(cup["area"] / disc["area"])) if disc["area"] > 0 else 0.0
+    return image, {"kind": "fundus", "grey": red_free, "disc": disc, "cup": cup, "cdr": ratio}
+
+
+def cardiac_scene(rng: np.random.Generator, size: int, scale: float) -> tuple[np.ndarray, dict]:
+    """A clean short-axis cardiac MRI crop (3 equal channels) and its facts."""
+    image, mask = _render_cropped(render_cardiac, rng, size, scale)
+    lv, myo, rv = region_facts(mask == 1), region_facts(mask == 2), region_facts(mask == 3)
+    wall = myo["area"] / max(lv["area"] + myo["area"], 1e-6)
+    facts = {"kind": "cardiac", "grey": True, "lv": lv, "myo": myo, "rv": rv, "wall": float(wall)}
+    return np.repeat(image, 3, axis=0), facts
+
+
+def describe_fundus(facts: dict, rng: np.random.Generator) -> str:
+    """One caption of a fundus scene (see the module docstring)."""
+    disc = facts["disc"]
+    if disc["area"] == 0:
+        return pick(rng, ("a fundus photograph of the retina without the optic disc in view.",
+                          "retinal background with blood vessels, no optic disc visible."))
+    dname, cname = pick(rng, _DISC), pick(rng, _CUP)
+    dsize = size_word(disc["area"], *DISC_AREA)
+    csize = size_word(facts["cdr"], *CUP_RATIO)
+    where = position_phrase(disc["cy"], disc["cx"])
+    photo = ("red-free fundus photograph" if facts["grey"] else
+             pick(rng, ("fundus photograph", "colour fundus photo", "retinal image", "fundus image")))
+    cdr = f"{facts['cdr']:.1f}"
+    options = (
+        f"{photo} showing a {dsize} {dname} {where}.",
+        f"{photo}: the {dname} {where}, with a {csize} {cname}.",
+        f"a {dsize} {dname} {where} of {with_article(photo)}, blood vessels leaving it.",
+        f"{photo} of the {dname}; cup-to-disc ratio about {cdr}.",
+        f"the {cname} is {csize} inside a {dsize} {dname}.",
+        f"glaucoma screening {photo}: {csize} {cname}, {dname} {where}.",
+        f"close-up of the {dname} {where} in {with_article(photo)}.",
+        f"{where}, the {dname} is a bright {dsize} oval with {with_article(cname)} inside.",
+    )
+    return pick(rng, options)
+
+
+def describe_cardiac(facts: dict, rng: np.random.Generator) -> str:
+    """One caption of a cardiac scene (see the module docstring)."""
+    lv, rv = facts["lv"], facts["rv"]
+    scan = pick(rng, ("cardiac MRI", "short-axis cine MR image", "heart MRI slice", "cine MRI of the heart",
+                      "short-axis cardiac magnetic resonance image"))
+    if lv["area"] == 0:
+        return f"{scan} with the heart out of view."
+    lname, mname, rname = pick(rng, _LV), pick(rng, _MYO), pick(rng, _RV)
+    lsize = size_word(lv["area"], *LV_AREA)
+    wall = size_word(facts["wall"], *WALL_SHARE, ("thin", "normal", "thick"))
+    where = position_phrase(lv["cy"], lv["cx"])
+    if rv["area"] > 0:
+        rsize = size_word(rv["area"] / max(lv["area"], 1e-6), *RV_TO_LV)
+        right = f"the {rname} {relation_phrase(rv, lv)} the {lname}"
+        rv_options = (f"{scan}: {right}.", f"{scan} with a {rsize} {rname} and a {lsize} {lname}.",
+                      f"{scan} showing the {lname}, the {mname} and the {rname}.")
+    else:
+        rv_options = (f"{scan} near the apex: a {lsize} {lname} and no {rname}.",
+                      f"apical {scan}, only the {lname} and {mname} visible.")
+    options = (
+        *rv_options,
+        f"{scan} showing a {lsize} {lname} {where}.",
+        f"{scan}: a {lsize} {lname} surrounded by {wall} {mname}.",
+        f"the {lname} {where} of {with_article(scan)}, {wall} wall.",
+        f"{scan}, bright blood in the {lname} and a dark ring of {mname}.",
+    )
+    return pick(rng, options)

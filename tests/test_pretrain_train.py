@@ -1,0 +1,108 @@
+"""Pretraining: exact resume, CPU determinism, held-out retrieval, checkpoints, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from emclip.clip.pretrain.corpus import LazyCorpus
+from emclip.clip.pretrain.train import PretrainConfig, batch_indices, lr_factor, pretrain
+from emclip.errors import CheckpointError, ConfigError
+
+SMALL = PretrainConfig(corpus_size=24, batch_size=8, steps=4, warmup_steps=1, checkpoint_every=2, eval_every=2,
+                       eval_pairs=8)
+
+
+def _run(tmp_path, name, config=SMALL, **kwargs):
+    corpus = LazyCorpus(config.corpus_size, config.image_size, config.corpus_seed)
+    return pretrain(config, checkpoint_path=tmp_path / name, progress=False, corpus=corpus, held_out=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory):
+    """A run stopped after its step-2 checkpoint, as a kill would leave it."""
+    folder = tmp_path_factory.mktemp("pretrain")
+    return folder, _run(folder, "split.pt", stop_after=2)
+
+
+def test_killed_and_resumed_run_ends_bit_identical(tmp_path, killed_run):
+    folder, first = killed_run
+    assert len(first.history) == 2
+    full = _run(tmp_path, "full.pt")
+    resumed = _run(folder, "split.pt")
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert [r["loss"] for r in full.history] == [r["loss"] for r in resumed.history]
+    assert full.history[0]["loss"] != full.history[-1]["loss"]
+    other_seed = _run(tmp_path, "c.pt", config=dataclasses.replace(SMALL, seed=1), stop_after=2)
+    assert [r["loss"] for r in other_seed.history] != [r["loss"] for r in full.history[:2]]
+
+
+def test_resume_refuses_another_recipe(killed_run):
+    folder, _ = killed_run
+    with pytest.raises(CheckpointError, match="another pretraining run.*lr"):
+        _run(folder, "split.pt", config=dataclasses.replace(SMALL, lr=1e-3))
+
+
+def test_unreadable_checkpoint_names_the_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        _run(tmp_path, "bad.pt")
+
+
+def test_held_out_retrieval_is_recorded(tmp_path):
+    config = dataclasses.replace(SMALL, steps=2)
+    result = pretrain(config, progress=False, corpus=LazyCorpus(config.corpus_size, 64, 0))
+    row = result.history[-1]
+    assert 0 <= row["i2t"] <= 1 and 0 <= row["t2i"] <= 1 and 0 < row["chance"] < 1
+
+
+def test_schedule_and_batches():
+    config = PretrainConfig(corpus_size=100, batch_size=30, steps=10, warmup_steps=2)
+    assert lr_factor(0, config) == 0.5 and lr_factor(1, config) == 1.0 and lr_factor(10, config) == 0.0
+    epoch0 = [batch_indices(s, config) for s in range(3)]
+    seen = set().union(*[set(b.tolist()) for b in epoch0])
+    assert len(seen) == 90  # 3 full batches, no repeats inside an epoch (drop-last)
+    assert not (batch_indices(3, config) == epoch0[0]).all()  # the next epoch is reshuffled
+
+
+@pytest.mark.parametrize("change", [{"steps": 0}, {"image_size": 60}, {"batch_size": 500}, {"lr": -1.0}])
+def test_bad_config_raises(change):
+    with pytest.raises(ConfigError):
+        dataclasses.replace(SMALL, **change)
+
+
+def test_wrong_image_size_for_the_model_raises(tmp_path):
+    with pytest.raises(ConfigError, match="input size 64"):
+        _run(tmp_path, "x.pt", config=dataclasses.replace(SMALL, image_size=96))
+
+
+def test_cli_flags_match_the_recipe_fields():
+    from emclip.cli.pretrain import RECIPE_FLAGS
+
+    fields = {f.name: type(getattr(PretrainConfig(), f.name)) for f in dataclasses.fields(PretrainConfig)}
+    assert RECIPE_FLAGS == fields
+
+
+def test_cli_pretrain_writes_weights_record_and_card(tmp_path, monkeypatch, capsys):
+    import json
+
+    from emclip.cli import main
+    from emclip.clip import load_clip
+    from emclip.clip.loading import file_sha256
+
+    out = tmp_path / "w.safetensors"
+    code = main(["pretrain", "--corpus-size", "16", "--batch-size", "8", "--steps", "2", "--warmup-steps", "1",
+                 "--eval-pairs", "8", "--out", str(out), "--card", str(tmp_path / "card.md"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "w.safetensors.json").read_text())
+    assert record["sha256"] == file_sha256(out) and len(record["loss_trace"]) == 2
+    assert "--steps 2" in record["command"] and record["versions"]["open_clip_torch"]
+    card = (tmp_path / "card.md").read_text()
+    assert record["sha256"] in card and "never saw" in card
+    loaded = load_clip("emclip-tiny", str(out), sha256=record["sha256"])
+    assert not loaded.is_random
+    assert "retrieval top-1" in capsys.readouterr().out
