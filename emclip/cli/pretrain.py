@@ -16,7 +16,8 @@ import dataclasses
 # The recipe's fields (emclip.clip.pretrain.train.PretrainConfig; a test keeps the two in step).
 # Declared here so that building the parser does not import torch / open_clip.
 RECIPE_FLAGS = {"model": str, "image_size": int, "corpus_size": int, "corpus_seed": int, "steps": int,
-                "batch_size": int, "lr": float, "weight_decay": float, "warmup_steps": int, "dense_weight": float, "seed": int,
+                "batch_size": int, "lr": float, "weight_decay": float, "warmup_steps": int, "dense_weight": float, "dense_loss": str,
+                "seed": int,
                 "init_seed": int, "eval_pairs": int, "eval_every": int, "checkpoint_every": int}
 
 

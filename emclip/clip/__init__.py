@@ -1,12 +1,15 @@
 """CLIP for emclip: loading (open_clip), dense visual features, text embeddings, a feature cache.
 
     >>> from emclip.clip import load_clip, CLIPDenseEncoder, class_text_embeddings
-    >>> bundle = load_clip()                        # offline tiny default, random init
+    >>> bundle = load_clip()                        # offline default: emclip-tiny, the kit's "synth-v1" weights
+    >>> control = load_clip("emclip-tiny", "random")  # the same model at random initialisation
     >>> encoder = CLIPDenseEncoder(bundle)          # frozen, taps 3 blocks
     >>> text = class_text_embeddings(bundle, "fundus")   # (2, embed_dim)
 
-Modules: ``loading`` (``load_clip``, weights checks, ``download_weights``), ``dense``
-(``CLIPDenseEncoder``), ``text`` (prompt ensembling, similarity maps), ``cache`` (``FeatureCache``).
+Modules: ``loading`` (``load_clip``, weights checks, ``download_weights``), ``weights`` (the
+weights shipped in the package, SHA256 checks), ``dense`` (``CLIPDenseEncoder``), ``text``
+(prompt ensembling, similarity maps), ``cache`` (``FeatureCache``), ``pretrain`` (the kit's own
+contrastive pretraining: corpus, recipe, evaluation; imported on demand).
 """
 
 from emclip.clip.cache import FeatureCache
@@ -30,6 +33,7 @@ from emclip.clip.text import (
     ensemble,
     pixel_text_similarity,
 )
+from emclip.clip.weights import list_shipped_weights
 
 __all__ = [
     "BIOMEDCLIP",
@@ -48,6 +52,7 @@ __all__ = [
     "encode_prompts",
     "ensemble",
     "list_clip_models",
+    "list_shipped_weights",
     "load_clip",
     "pixel_text_similarity",
     "verify_sha256",

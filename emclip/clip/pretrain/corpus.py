@@ -49,7 +49,7 @@ SCENE_MIX = {
     "chest": (0.05, organs.chest_scene, organs.describe_chest),
 }
 CAPTIONS_PER_IMAGE = 4
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass

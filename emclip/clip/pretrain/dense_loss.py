@@ -51,8 +51,19 @@ def pacl_logits(dense: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tens
     return logit_scale * torch.einsum("bje,je->bj", pooled, text)
 
 
-def pacl_loss(dense: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric cross-entropy of :func:`pacl_logits` (matching pairs on the diagonal)."""
-    logits = pacl_logits(dense, text, logit_scale)
+def _symmetric_ce(logits: torch.Tensor) -> torch.Tensor:
     labels = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def mean_pool_loss(dense: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's loss with the image embedded as the *mean of its patch embeddings* (value path)
+    instead of the CLS token, so the embeddings the zero-shot maps read are what the captions train
+    (global average pooling, as CLIPpy, Ranasinghe et al., ICCV 2023)."""
+    image = F.normalize(dense.mean(dim=1), dim=-1)
+    return _symmetric_ce(logit_scale * image @ F.normalize(text, dim=-1).T)
+
+
+def pacl_loss(dense: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric cross-entropy of :func:`pacl_logits` (matching pairs on the diagonal)."""
+    return _symmetric_ce(pacl_logits(dense, text, logit_scale))

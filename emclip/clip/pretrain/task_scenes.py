@@ -33,6 +33,8 @@ from emclip.data.synthetic_fundus import render_fundus
 from emclip.tasks import CARDIAC, FUNDUS
 
 ZOOM = (1.0, 2.0)  # render at this multiple of the output size, then crop
+P_OUT_OF_VIEW = 0.15  # crops that show little or none of the disc / heart: captions then say so
+OUT_OF_VIEW_ZOOM = (2.5, 3.0)
 P_RED_FREE = 0.15  # fundus scenes rendered grey ("red-free" photographs)
 # size words: "small" below the first value, "large" above the second; about the corpus's tertiles
 # (measured on 300 scenes of each task)
@@ -54,9 +56,16 @@ def clean_style(scale: float) -> DomainStyle:
 
 
 def _render_cropped(renderer, rng: np.random.Generator, size: int, scale: float):
-    big = int(round(size * rng.uniform(*ZOOM)))
+    """Render at a random zoom and crop: at a random offset, or (``P_OUT_OF_VIEW``) the corner
+    crop of a wide view that shows the least of the labelled structures."""
+    away = bool(rng.random() < P_OUT_OF_VIEW)
+    big = int(round(size * rng.uniform(*(OUT_OF_VIEW_ZOOM if away else ZOOM))))
     image, mask = renderer(rng, big, clean_style(scale))
-    y0, x0 = (int(v) for v in rng.integers(0, big - size + 1, size=2))
+    if away:
+        corners = [(0, 0), (0, big - size), (big - size, 0), (big - size, big - size)]
+        y0, x0 = min(corners, key=lambda c: int((mask[c[0]:c[0] + size, c[1]:c[1] + size] > 0).sum()))
+    else:
+        y0, x0 = (int(v) for v in rng.integers(0, big - size + 1, size=2))
     return image[:, y0:y0 + size, x0:x0 + size], mask[y0:y0 + size, x0:x0 + size]
 
 
@@ -83,9 +92,10 @@ def cardiac_scene(rng: np.random.Generator, size: int, scale: float) -> tuple[np
 def describe_fundus(facts: dict, rng: np.random.Generator) -> str:
     """One caption of a fundus scene (see the module docstring)."""
     disc = facts["disc"]
-    if disc["area"] == 0:
+    if disc["area"] < 0.004:
         return pick(rng, ("a fundus photograph of the retina without the optic disc in view.",
-                          "retinal background with blood vessels, no optic disc visible."))
+                          "retinal background with blood vessels, no optic disc visible.",
+                          "the retina away from the optic nerve head: vessels on a textured background."))
     dname, cname = pick(rng, _DISC), pick(rng, _CUP)
     dsize = size_word(disc["area"], *DISC_AREA)
     csize = size_word(facts["cdr"], *CUP_RATIO)
@@ -102,6 +112,8 @@ def describe_fundus(facts: dict, rng: np.random.Generator) -> str:
         f"glaucoma screening {photo}: {csize} {cname}, {dname} {where}.",
         f"close-up of the {dname} {where} in {with_article(photo)}.",
         f"{where}, the {dname} is a bright {dsize} oval with {with_article(cname)} inside.",
+        f"the {dname}, a bright {dsize} oval {where}, against the darker retina.",
+        f"{photo}: a pale {csize} {cname} in the middle of the {dname}.",
     )
     return pick(rng, options)
 
@@ -111,15 +123,17 @@ def describe_cardiac(facts: dict, rng: np.random.Generator) -> str:
     lv, rv = facts["lv"], facts["rv"]
     scan = pick(rng, ("cardiac MRI", "short-axis cine MR image", "heart MRI slice", "cine MRI of the heart",
                       "short-axis cardiac magnetic resonance image"))
-    if lv["area"] == 0:
-        return f"{scan} with the heart out of view."
+    if lv["area"] < 0.002:
+        return pick(rng, (f"{scan} with the heart out of view.",
+                          f"chest wall, lung and surrounding tissue in {with_article(scan)}, no {pick(rng, _LV)} in view.",
+                          f"{scan} cropped away from the heart: only surrounding tissue."))
     lname, mname, rname = pick(rng, _LV), pick(rng, _MYO), pick(rng, _RV)
     lsize = size_word(lv["area"], *LV_AREA)
     wall = size_word(facts["wall"], *WALL_SHARE, ("thin", "normal", "thick"))
     where = position_phrase(lv["cy"], lv["cx"])
     if rv["area"] > 0:
         rsize = size_word(rv["area"] / max(lv["area"], 1e-6), *RV_TO_LV)
-        right = f"the {rname} {relation_phrase(rv, lv)} the {lname}"
+        right = f"the {rname}, a bright crescent {relation_phrase(rv, lv)} the {lname}"
         rv_options = (f"{scan}: {right}.", f"{scan} with a {rsize} {rname} and a {lsize} {lname}.",
                       f"{scan} showing the {lname}, the {mname} and the {rname}.")
     else:
@@ -131,5 +145,7 @@ def describe_cardiac(facts: dict, rng: np.random.Generator) -> str:
         f"{scan}: a {lsize} {lname} surrounded by {wall} {mname}.",
         f"the {lname} {where} of {with_article(scan)}, {wall} wall.",
         f"{scan}, bright blood in the {lname} and a dark ring of {mname}.",
+        f"the {lname}, a bright round blood pool {where} of {with_article(scan)}.",
+        f"a dark ring of {mname} around the bright {lname}, {where}.",
     )
     return pick(rng, options)

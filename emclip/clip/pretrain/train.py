@@ -10,7 +10,8 @@ The recipe (:class:`PretrainConfig`; every value is a design choice, not from th
 * the loss: open_clip's own :class:`open_clip.loss.ClipLoss` (symmetric InfoNCE over the batch)
   with the model's learnable temperature ``logit_scale`` (clamped at ln 100 as in open_clip);
 * optionally (``dense_weight > 0``) a patch-level term that also learns from the captions alone,
-  :func:`emclip.clip.pretrain.dense_loss.pacl_loss`, added with that weight;
+  added with that weight (``dense_loss``: ``"pacl"``, :func:`~emclip.clip.pretrain.dense_loss.pacl_loss`,
+  or ``"mean"``, :func:`~emclip.clip.pretrain.dense_loss.mean_pool_loss`);
 * AdamW (no weight decay on gains, biases, embeddings and the temperature, as open_clip does),
   linear warm-up then cosine decay to zero.
 
@@ -42,7 +43,8 @@ from emclip.clip.pretrain.evaluate import normalise_images, retrieval_accuracy
 from emclip.errors import CheckpointError, ConfigError
 from emclip.fileio import atomic_write
 
-EVAL_SEED_OFFSET = 1_000_003  # the held-out pairs: another corpus seed and another style seed
+EVAL_SEED_OFFSET = 1_000_003
+DENSE_LOSSES = ("pacl", "mean")  # the held-out pairs: another corpus seed and another style seed
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class PretrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 150
     dense_weight: float = 0.0
+    dense_loss: str = "pacl"
     seed: int = 0
     init_seed: int = 0
     eval_pairs: int = 512
@@ -70,6 +73,8 @@ class PretrainConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"pretraining config {key}={value!r}: expected an int >= 1.")
+        if self.dense_loss not in DENSE_LOSSES:
+            raise ConfigError(f"dense_loss={self.dense_loss!r}; valid: {', '.join(DENSE_LOSSES)}.")
         if self.image_size % 8:
             raise ConfigError(f"image_size={self.image_size} must be a multiple of 8 (the tiny ViT's patch).")
         if self.batch_size > self.corpus_size:
@@ -159,17 +164,19 @@ def load_state(path) -> dict:
     return state
 
 
-def _loss(model, dense_encoder, loss_fn, images: torch.Tensor, tokens: torch.Tensor, dense_weight: float):
-    """ClipLoss on the global embeddings (+ ``dense_weight`` x PACL on the patch embeddings)."""
+def _loss(model, dense_encoder, loss_fn, images: torch.Tensor, tokens: torch.Tensor, config: PretrainConfig):
+    """ClipLoss on the global embeddings (+ ``dense_weight`` x the dense term on the patch embeddings)."""
     if dense_encoder is None:
         image_features, text_features, logit_scale = model(normalise_images(model, images), tokens)
         return loss_fn(image_features, text_features, logit_scale)
-    from emclip.clip.pretrain.dense_loss import joint_forward, pacl_loss
+    from emclip.clip.pretrain.dense_loss import joint_forward, mean_pool_loss, pacl_loss
 
     image_global, dense = joint_forward(dense_encoder, images)
     text = F.normalize(model.encode_text(tokens), dim=-1)
     logit_scale = model.logit_scale.exp()
-    return loss_fn(F.normalize(image_global, dim=-1), text, logit_scale) + dense_weight * pacl_loss(dense, text, logit_scale)
+    dense_term = pacl_loss if config.dense_loss == "pacl" else mean_pool_loss
+    return (loss_fn(F.normalize(image_global, dim=-1), text, logit_scale)
+            + config.dense_weight * dense_term(dense, text, logit_scale))
 
 
 def pretrain(config: PretrainConfig = PretrainConfig(), checkpoint_path=None, corpus_cache=None,
@@ -242,8 +249,7 @@ def pretrain(config: PretrainConfig = PretrainConfig(), checkpoint_path=None, co
         images, captions = data.batch(batch_indices(step, config), epoch=step // per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(step, config)
-        loss = _loss(model, dense_encoder, loss_fn, images.to(device), tokenizer(captions).to(device),
-                     config.dense_weight)
+        loss = _loss(model, dense_encoder, loss_fn, images.to(device), tokenizer(captions).to(device), config)
         if not torch.isfinite(loss):
             bar.close()
             raise RuntimeError(f"Non-finite pretraining loss at step {step + 1}; lower lr (now {config.lr}). "
