@@ -8,10 +8,17 @@ Examples::
 
 Writes ``results.csv/.json`` (one row per method, seed, split, target domain, region),
 ``summary.md`` (the comparison, per-domain and gap tables) and, for a protocol,
-``per_image.csv/.json`` and the checkpoints it trained (reused on the next call).
+``per_image.csv/.json`` and the checkpoints it trained (reused on the next call). The output
+folder is checked before any work. With several checkpoints, one that cannot be evaluated
+(missing, damaged, for another task) is reported by name and reason, the others' results are
+written, and the exit code is 1.
 """
 
 from __future__ import annotations
+
+import sys
+
+from emclip.cli.common import USER_ERRORS, error_line, task_name
 
 PROTOCOLS = ("single-source", "leave-one-out")
 
@@ -19,7 +26,7 @@ PROTOCOLS = ("single-source", "leave-one-out")
 def register(subparsers) -> None:
     parser = subparsers.add_parser("evaluate", help="evaluate checkpoints or run a cross-domain protocol; "
                                    "writes CSV/JSON/Markdown tables")
-    parser.add_argument("--task", required=True, help="fundus or cardiac")
+    parser.add_argument("--task", required=True, type=task_name, help="fundus or cardiac")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoints", nargs="+", metavar="PATH", help="saved model checkpoints to evaluate")
     what.add_argument("--protocol", choices=PROTOCOLS, help="train (or reuse) and evaluate every split")
@@ -37,27 +44,55 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def evaluate_each(paths, task, **kwargs):
+    """Evaluate every checkpoint on its own: (table of the ones that worked, [(path, reason)]).
+
+    A user's error for one checkpoint (missing, unreadable, damaged, for another task or model)
+    skips that checkpoint; any other exception is a bug and propagates.
+    """
+    import pandas as pd
+
+    from emclip.evaluation import evaluate_checkpoints
+
+    tables, failed = [], []
+    for path in paths:
+        try:
+            tables.append(evaluate_checkpoints([path], task, **kwargs))
+        except USER_ERRORS as err:
+            failed.append((path, error_line(err)))
+    return (pd.concat(tables, ignore_index=True) if tables else None), failed
+
+
 def run(args) -> int:
     from pathlib import Path
 
     from emclip import reports
-    from emclip.evaluation import evaluate_checkpoints, run_protocol
+    from emclip.cli.common import check_domains, check_models, resolve_profile
+    from emclip.errors import CheckpointError
+    from emclip.fileio import check_output_path
     from emclip.runlog import results_dir
 
     what = args.protocol or "checkpoints"
     out = Path(args.out) if args.out else results_dir("evaluation") / f"{args.task}_{what}"
+    check_output_path(out, "dir")
+    if args.targets:
+        check_domains(args.task, args.targets)
+    resolve_profile(args.profile)
+    failed = []
     if args.checkpoints:
-        table = evaluate_checkpoints(args.checkpoints, args.task, domains=args.targets, profile=args.profile,
-                                     source=args.source, root=args.root, device=args.device)
+        table, failed = evaluate_each(args.checkpoints, args.task, domains=args.targets, profile=args.profile,
+                                      source=args.source, root=args.root, device=args.device)
+        for path, reason in failed:
+            print(f"emclip evaluate: checkpoint {path} FAILED: {reason}", file=sys.stderr)
+        if table is None:
+            raise CheckpointError(f"none of the {len(failed)} checkpoint(s) could be evaluated (reasons above).")
         reports.save_frame(table, out, "results")
         reports.write_report(table, out, metrics=args.metrics, title=f"{args.task}: checkpoints")
     else:
+        from emclip.evaluation import run_protocol
         from emclip.models import list_models
 
-        models = args.models or list_models()
-        unknown = sorted(set(models) - set(list_models()))
-        if unknown:
-            raise ValueError(f"unknown models {unknown}; valid: {', '.join(list_models())}.")
+        models = check_models(args.models or list_models())
         table = run_protocol(args.task, args.protocol, models, seeds=args.seeds, profile=args.profile,
                              source=args.source, root=args.root, out_dir=out, target_domains=args.targets,
                              progress=not args.quiet, splits=args.splits, device=args.device)
@@ -65,4 +100,8 @@ def run(args) -> int:
     print(reports.to_markdown(reports.comparison_table(table, args.metrics[0]), index_name="method")
           if (~table["in_domain"].astype(bool)).any() else table.to_string())
     print(f"\nwrote {out}/results.csv, results.json and summary.md")
+    if failed:
+        print(f"{len(failed)} of {len(args.checkpoints)} checkpoint(s) failed (listed above); the table holds "
+              "the others.", file=sys.stderr)
+        return 1
     return 0
