@@ -29,7 +29,12 @@ import torch.nn.functional as F
 import emclip
 import emclip.runlog
 from emclip.em import em_iterations
+from emclip.params import check_parameter
 
+em_bases = check_parameter("em_bases", em_bases, int, minimum=1, optional=True)
+em_iters = check_parameter("em_iters", em_iters, int, minimum=1, optional=True)
+em_lam = check_parameter("em_lam", em_lam, float, minimum=0, optional=True)
+seed = check_parameter("seed", seed, int, minimum=0)
 prof = emclip.get_profile(profile)
 K = em_bases if em_bases is not None else prof.em_bases
 T = em_iters if em_iters is not None else prof.em_iters
