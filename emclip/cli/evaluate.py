@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import sys
 
-from emclip.cli.common import USER_ERRORS, error_line, task_name
-
-PROTOCOLS = ("single-source", "leave-one-out")
+from emclip.cli.common import task_name
+from emclip.data.splits import PROTOCOLS
 
 
 def register(subparsers) -> None:
@@ -34,8 +33,10 @@ def register(subparsers) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds (default: the profile's)")
     parser.add_argument("--splits", nargs="+", default=None, help="only these splits of the protocol")
     parser.add_argument("--targets", nargs="+", default=None, help="target domains (default: all)")
-    parser.add_argument("--profile", default=None, help="ci, cpu, gpu or auto (default: $EMCLIP_PROFILE)")
-    parser.add_argument("--source", default="synthetic", choices=("synthetic", "real"), help="data source")
+    parser.add_argument("--profile", default=None, help="protocol only: ci, cpu, gpu or auto (default: "
+                        "$EMCLIP_PROFILE); checkpoints are evaluated at their recorded sizes")
+    parser.add_argument("--source", default=None, choices=("synthetic", "real"),
+                        help="data source (default: synthetic for a protocol, each checkpoint's recorded source)")
     parser.add_argument("--root", default=None, help="real data root (default: $EMCLIP_DATA_DIR)")
     parser.add_argument("--out", default=None, help="output folder (default: results/evaluation/<task>_<what>)")
     parser.add_argument("--metrics", nargs="+", default=["dice", "hd95"], help="metrics of the Markdown tables")
@@ -44,31 +45,11 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def evaluate_each(paths, task, **kwargs):
-    """Evaluate every checkpoint on its own: (table of the ones that worked, [(path, reason)]).
-
-    A user's error for one checkpoint (missing, unreadable, damaged, for another task or model)
-    skips that checkpoint; any other exception is a bug and propagates.
-    """
-    import pandas as pd
-
-    from emclip.evaluation import evaluate_checkpoints
-
-    tables, failed = [], []
-    for path in paths:
-        try:
-            tables.append(evaluate_checkpoints([path], task, **kwargs))
-        except USER_ERRORS as err:
-            failed.append((path, error_line(err)))
-    return (pd.concat(tables, ignore_index=True) if tables else None), failed
-
-
 def run(args) -> int:
     from pathlib import Path
 
     from emclip import reports
     from emclip.cli.common import check_domains, check_models, resolve_profile
-    from emclip.errors import CheckpointError
     from emclip.fileio import check_output_path
     from emclip.runlog import results_dir
 
@@ -78,14 +59,14 @@ def run(args) -> int:
     if args.targets:
         check_domains(args.task, args.targets)
     resolve_profile(args.profile)
-    failed = []
+    skipped = []
     if args.checkpoints:
-        table, failed = evaluate_each(args.checkpoints, args.task, domains=args.targets, profile=args.profile,
-                                      source=args.source, root=args.root, device=args.device)
-        for path, reason in failed:
-            print(f"emclip evaluate: checkpoint {path} FAILED: {reason}", file=sys.stderr)
-        if table is None:
-            raise CheckpointError(f"none of the {len(failed)} checkpoint(s) could be evaluated (reasons above).")
+        from emclip.evaluation import evaluate_checkpoints
+
+        chosen = {"source": args.source} if args.source else {}  # default: each checkpoint's recorded source
+        table = evaluate_checkpoints(args.checkpoints, args.task, domains=args.targets, root=args.root,
+                                     device=args.device, **chosen)  # skips bad files, saying why
+        skipped = table.attrs.get("skipped", [])
         reports.save_frame(table, out, "results")
         reports.write_report(table, out, metrics=args.metrics, title=f"{args.task}: checkpoints")
     else:
@@ -94,14 +75,15 @@ def run(args) -> int:
 
         models = check_models(args.models or list_models())
         table = run_protocol(args.task, args.protocol, models, seeds=args.seeds, profile=args.profile,
-                             source=args.source, root=args.root, out_dir=out, target_domains=args.targets,
-                             progress=not args.quiet, splits=args.splits, device=args.device)
+                             source=args.source or "synthetic", root=args.root, out_dir=out,
+                             target_domains=args.targets, progress=not args.quiet, splits=args.splits,
+                             device=args.device)
         reports.write_report(table, out, metrics=args.metrics, title=f"{args.task}: {args.protocol}")
     print(reports.to_markdown(reports.comparison_table(table, args.metrics[0]), index_name="method")
           if (~table["in_domain"].astype(bool)).any() else table.to_string())
     print(f"\nwrote {out}/results.csv, results.json and summary.md")
-    if failed:
-        print(f"{len(failed)} of {len(args.checkpoints)} checkpoint(s) failed (listed above); the table holds "
-              "the others.", file=sys.stderr)
+    if skipped:
+        print(f"emclip evaluate: {len(skipped)} of {len(args.checkpoints)} checkpoint(s) skipped (listed above); "
+              "the tables hold the others.", file=sys.stderr)
         return 1
     return 0

@@ -11,7 +11,7 @@ def register(subparsers) -> None:
         description="Execute NOTEBOOK once per point of the grid; each run writes its executed notebook "
         "and metrics.json under OUTPUT/<run name>; finished runs are skipped on the next call; "
         "the gathered table is OUTPUT/sweep.csv.")
-    parser.add_argument("notebook", help="notebook to sweep, e.g. notebooks/03_em_aggregation.ipynb")
+    parser.add_argument("notebook", help="notebook to sweep, e.g. notebooks/04_em_aggregation.ipynb")
     parser.add_argument("-g", "--grid", action="append", default=[], metavar="NAME=V1,V2",
                         help="a parameter and its values (Python literals or plain strings); repeat per parameter")
     parser.add_argument("--jobs", "-j", type=positive_int, default=None, help="parallel runs (default: min(2, CPUs))")

@@ -4,7 +4,7 @@
     torchrun --nproc_per_node=2 -m emclip train --task cardiac --model unet --train-domains A B
 
 The checkpoint goes to ``--out`` (default ``results/checkpoints/<checkpoint_name>``, the name
-notebook 05 and ``emclip evaluate`` look for); the location is checked before training starts.
+notebook 06 and ``emclip evaluate`` look for); the location is checked before training starts.
 ``--resume`` continues a killed run exactly, and only an identical run (the engine says what
 differs otherwise); ``--overwrite`` replaces a finished checkpoint, which is kept otherwise.
 """

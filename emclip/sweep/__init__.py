@@ -5,7 +5,7 @@ values after the notebook's ``parameters`` cell, so every kit notebook can be sw
 its knobs (K, T, lambda, held-out domain, model, seed, ...)::
 
     from emclip.sweep import parse_grid, run_sweep
-    result = run_sweep("notebooks/03_em_aggregation.ipynb",
+    result = run_sweep("notebooks/04_em_aggregation.ipynb",
                        parse_grid(["em_bases=4,8", "em_iters=1,3"]), output="results/sweeps/em",
                        profile="ci", jobs=2)
     result.table          # pandas DataFrame: one row per run, params + recorded metrics

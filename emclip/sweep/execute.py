@@ -205,7 +205,7 @@ def run_sweep(notebook: str | os.PathLike, grid: dict[str, list], output: str | 
     notebook = Path(notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"Notebook to sweep not found: {notebook}. Pass the path of an .ipynb "
-                                "file, e.g. notebooks/03_em_aggregation.ipynb.")
+                                "file, e.g. notebooks/04_em_aggregation.ipynb.")
     check_grid_names(notebook, grid)
     if profile is not None:
         from emclip.runtime import get_profile
