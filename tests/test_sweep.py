@@ -300,10 +300,14 @@ def _start_slow_sweep(tmp_path, argv_or_script):
     return process, json.loads(first.read_text()), markers
 
 
-def _kill_leftovers(pids):
+def _kill_leftovers(process, pids):
+    """After a failed check: end the sweep's processes, so that no test leaves them running."""
     import os
     import signal
 
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
     for pid in pids:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
@@ -329,7 +333,7 @@ def test_killing_the_sweep_leaves_no_orphan_worker_and_starts_nothing_more(tmp_p
         status = read_status(tmp_path / "sweep" / "a=1")
         assert status["status"] == "interrupted" and status["params"] == {"a": 1}
     finally:
-        _kill_leftovers([pids["worker"], pids["kernel"]])
+        _kill_leftovers(process, [pids["worker"], pids["kernel"]])
 
 
 def test_ctrl_c_marks_the_running_point_starts_nothing_and_exits_cleanly(tmp_path):
@@ -352,4 +356,4 @@ def test_ctrl_c_marks_the_running_point_starts_nothing_and_exits_cleanly(tmp_pat
         assert not (markers / "started-2.json").exists() and read_status(tmp_path / "sweep" / "a=2") is None
         assert _wait_for(lambda: not _alive(pids["worker"]) and not _alive(pids["kernel"]), 30)
     finally:
-        _kill_leftovers([pids["worker"], pids["kernel"]])
+        _kill_leftovers(process, [pids["worker"], pids["kernel"]])
