@@ -92,7 +92,7 @@ def find_subjects(root: Path) -> dict[str, tuple[Path, Path | None]]:
     same folder. A code found twice keeps its first file (``.nii.gz`` before ``.nii``, then path order).
     """
     found: dict[str, tuple[Path, Path | None, int]] = {}
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root, followlinks=True):  # data folders are often symlinked
         dirs.sort()
         lower = {name.lower(): name for name in files}
         for name in sorted(files):
