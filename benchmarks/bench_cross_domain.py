@@ -15,7 +15,7 @@ seeds 0, 1, 2; the ``cpu`` run profile; the methods of :data:`METHODS`:
 ``emclip-no-text``        without text guidance (learned class queries; pretrained encoder)
 ``clip-linear``           the pretrained encoder + a linear head
 ``unet``                  a U-Net from scratch
-``unet-style``            the same U-Net trained with style randomisation (BigAug-style:
+``unet-stylerand``        the same U-Net trained with style randomisation (BigAug-style:
                           every training image gets a fresh style from
                           :mod:`emclip.data.style_prior`), isolating "diverse data" from
                           "vision-language pretraining"
@@ -50,35 +50,22 @@ from emclip.fileio import atomic_write, atomic_write_json, atomic_write_text
 from emclip.tasks import get_task
 
 PRETRAINED = "synth-v1"
-#: label -> (factory model, CLIP weights or None for models without CLIP, training augmentation)
+#: factory model -> the CLIP weights it runs with here (None: the config's own, or no CLIP)
 METHODS = {
-    "emclip": ("emclip", PRETRAINED, None),
-    "emclip-random": ("emclip", "random", None),
-    "emclip-no-em": ("emclip-no-em", PRETRAINED, None),
-    "emclip-no-text": ("emclip-no-text", PRETRAINED, None),
-    "clip-linear": ("clip-linear", PRETRAINED, None),
-    "unet": ("unet", None, None),
-    "unet-style": ("unet", None, "style"),
+    "emclip": PRETRAINED,
+    "emclip-random": None,  # its config: clip.pretrained = "random"
+    "emclip-no-em": PRETRAINED,
+    "emclip-no-text": PRETRAINED,
+    "clip-linear": PRETRAINED,
+    "unet": None,
+    "unet-stylerand": None,  # its config: train.augment = "style"
 }
 PROTOCOLS = ("single-source", "leave-one-out")
 
 
-def model_overrides(model: str, pretrained: str | None, augment: str | None) -> dict:
-    """Factory overrides for one method, in the config layout the factory has (``clip`` section
-    of the model configs, or the older flat ``clip_pretrained`` key)."""
-    from emclip.models.factory import get_model_config
-
-    config = get_model_config(model)
-    overrides = {}
-    if pretrained is not None:
-        overrides.update({"clip": {"pretrained": pretrained}} if isinstance(config.get("clip"), dict)
-                         else {"clip_pretrained": pretrained})
-    if augment is not None:
-        if not isinstance(config.get("train"), dict):
-            raise SystemExit(f"method needs config['train']['augment'] = {augment!r}, which this version of the "
-                             "model factory does not have yet; leave the method out (--methods ...).")
-        overrides["train"] = {"augment": augment}
-    return overrides
+def model_overrides(method: str) -> dict:
+    """Factory overrides of one method: the CLIP weights (``config["clip"]["pretrained"]``)."""
+    return {"clip": {"pretrained": METHODS[method]}} if METHODS[method] else {}
 
 
 def run_one(task, split, method: str, seed: int, prof, out: Path) -> list[dict]:
@@ -87,13 +74,11 @@ def run_one(task, split, method: str, seed: int, prof, out: Path) -> list[dict]:
     from emclip.evaluation import _test_sets as test_sets
     from emclip.evaluation import evaluate_model
 
-    model, pretrained, augment = METHODS[method]
     partial = out / "partial" / f"{task.name}_{split.name.replace('->', '-')}_{method}_seed{seed}.pt"
     partial.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = train_from_profile(model, task, list(split.train_domains), profile=prof, seed=seed,
-                                checkpoint_path=partial, progress=False,
-                                **model_overrides(model, pretrained, augment))
+    result = train_from_profile(method, task, list(split.train_domains), profile=prof, seed=seed,
+                                checkpoint_path=partial, progress=False, **model_overrides(method))
     train_seconds = time.perf_counter() - start
     rows = []
     for domain, dataset in test_sets(task, task.domains, prof, "synthetic", None).items():
@@ -149,7 +134,7 @@ def write_report(out: Path, frame: pd.DataFrame, command: str, prof, seconds: fl
         f"{seconds / 60:.1f} min of training and scoring in this call; {status}. Profile: "
         + ", ".join(f"{k}={v}" for k, v in prof.as_dict().items()) + ". Methods: see the script's docstring; "
         f"`emclip` uses the kit's pretrained `emclip-tiny` weights (`{PRETRAINED}`), `emclip-random` the same "
-        "architecture randomly initialised.\n\n" + tables(frame) + "\n"))
+        "architecture randomly initialised, `unet-stylerand` the U-Net trained with style-prior augmentation.\n\n" + tables(frame) + "\n"))
 
 
 def grid(args) -> list[tuple]:

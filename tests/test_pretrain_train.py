@@ -106,3 +106,72 @@ def test_cli_pretrain_writes_weights_record_and_card(tmp_path, monkeypatch, caps
     loaded = load_clip("emclip-tiny", str(out), sha256=record["sha256"])
     assert not loaded.is_random
     assert "retrieval top-1" in capsys.readouterr().out
+
+
+def test_joint_forward_matches_encode_image_and_the_value_path():
+    from emclip.clip import CLIPDenseEncoder, load_clip
+    from emclip.clip.pretrain.dense_loss import joint_forward
+
+    bundle = load_clip("emclip-tiny", "random", seed=4)
+    encoder = CLIPDenseEncoder(bundle.model, frozen=False)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    glob, dense = joint_forward(encoder, images)
+    with torch.no_grad():
+        torch.testing.assert_close(glob, bundle.model.encode_image((images - encoder.mean) / encoder.std))
+        torch.testing.assert_close(dense, encoder.dense_embeddings(images).flatten(2).transpose(1, 2))
+
+
+@pytest.mark.parametrize("name", ["pacl", "mean"])
+def test_dense_terms_prefer_matching_pairs(name):
+    from emclip.clip.pretrain.dense_loss import mean_pool_loss, pacl_loss
+
+    loss = {"pacl": pacl_loss, "mean": mean_pool_loss}[name]
+    g = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    noise = torch.randn(4, 6, 8, generator=g)
+    matching = text[:, None, :] * 3 + 0.1 * noise  # the patches of image i resemble caption i
+    shuffled = matching[[1, 2, 3, 0]]
+    scale = torch.tensor(10.0)
+    assert loss(matching, text, scale) < 0.1 < loss(shuffled, text, scale)
+
+
+def test_dense_weight_adds_the_dense_term(tmp_path):
+    plain = _run(tmp_path, "plain.pt", stop_after=1)
+    dense = _run(tmp_path, "dense.pt", config=dataclasses.replace(SMALL, dense_weight=1.0, dense_loss="mean"),
+                 stop_after=1)
+    assert dense.history[0]["loss"] > plain.history[0]["loss"] + 1.0  # ClipLoss + about ln(batch) more
+
+
+@pytest.mark.slow
+def test_cli_run_killed_mid_run_resumes_to_identical_weights(tmp_path):
+    """A real kill (SIGKILL of `emclip pretrain` after its first checkpoint), then the same command."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    args = ["--corpus-size", "48", "--batch-size", "8", "--steps", "12", "--warmup-steps", "2",
+            "--checkpoint-every", "2", "--eval-pairs", "8", "--eval-every", "100", "--no-progress", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def command(name, checkpoint):
+        return [sys.executable, "-m", "emclip", "pretrain", *args, "--out", str(tmp_path / f"{name}.safetensors"),
+                "--checkpoint", str(tmp_path / checkpoint)]
+
+    subprocess.run(command("full", "full.pt"), check=True, env=env)
+    proc = subprocess.Popen(command("killed", "killed.pt"), env=env)
+    deadline = time.time() + 600
+    while not (tmp_path / "killed.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed.safetensors").exists()  # it did not finish
+    subprocess.run(command("killed", "killed.pt"), check=True, env=env)
+    full, resumed = load_file(tmp_path / "full.safetensors"), load_file(tmp_path / "killed.safetensors")
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
