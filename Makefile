@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help install run test test-unit test-nb test-all test-browser lab site sweep fixup strip lint bench clean
+.PHONY: help install run test test-unit test-nb test-all test-browser lab site notebooks sweep fixup strip lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -76,21 +76,25 @@ lab: $(STAMP)  ## JupyterLab on the notebooks (LAB_ARGS: more jupyter-lab option
 	MPLBACKEND=module://matplotlib_inline.backend_inline $(BIN)/jupyter lab $(LAB_DIR) $(ALLOW_ROOT) $(LAB_ARGS)
 
 sweep: $(STAMP)  ## an example papermill sweep (see `emclip sweep --help`)
-	$(BIN)/emclip sweep notebooks/03_em_aggregation.ipynb -g em_bases=4,8 -g em_iters=1,3 --profile $(PROFILE) --output results/sweeps/example --plot silhouette_after
+	$(BIN)/emclip sweep notebooks/04_em_aggregation.ipynb -g em_bases=4,8 -g em_iters=1,3 --profile $(PROFILE) --output results/sweeps/example --plot silhouette_after
 
 bench: $(STAMP)  ## run the benchmark scripts (print figures)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
-fixup: $(STAMP)  ## ruff fix + format (py and ipynb), strip notebook outputs
-	$(BIN)/ruff check --fix emclip tests benchmarks notebooks
-	$(BIN)/ruff format emclip tests benchmarks notebooks
-	$(BIN)/nbstripout notebooks/*.ipynb
+fixup: $(STAMP)  ## ruff fix + format (the notebooks' .py sources), then sync the .ipynb copies
+	$(BIN)/ruff check --fix emclip tests benchmarks tools docs notebooks/*.py
+	$(BIN)/ruff format emclip tests benchmarks tools docs notebooks/*.py
+	$(PY) tools/sync_notebooks.py --from py
 
-strip: $(STAMP)  ## strip notebook outputs
-	$(BIN)/nbstripout notebooks/*.ipynb
+notebooks: $(STAMP)  ## sync every jupytext pair (notebooks/NN_name.py <-> .ipynb; the newer file wins)
+	$(PY) tools/sync_notebooks.py
 
-lint: $(STAMP)  ## ruff check
-	$(BIN)/ruff check emclip tests benchmarks notebooks
+strip: $(STAMP)  ## strip notebook outputs (rewrites each .ipynb and its .py from the .ipynb)
+	$(PY) tools/sync_notebooks.py --from ipynb
+
+lint: $(STAMP)  ## ruff check, and every jupytext pair in sync
+	$(BIN)/ruff check emclip tests benchmarks tools docs notebooks
+	$(PY) tools/sync_notebooks.py --check
 
 clean:  ## remove caches and results of runs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache results/notebooks results/runs results/sweeps results/site build/site-lessons build/browser

@@ -12,8 +12,11 @@ MkDocs loads this file (``hooks:`` in ``mkdocs.yml``) and calls the ``on_*`` fun
 - the navigation is the course path: home, the lessons in notebook order, the committed
   benchmark results (``results/benchmark_cpu``) and ``docs/architecture.md``;
 - the home page's ``<!-- lessons -->`` marker becomes a table of the lessons;
-- MathJax is copied into the site from the ``jupyter-server-mathjax`` package, so equations
-  render with no network when the site is built and when it is read.
+- each lesson's table of contents points at the ids its headings really have (mkdocs-jupyter
+  derives the two differently, and a heading with inline code got a dead link);
+- MathJax 3 is copied into the site from a Python package (``django-static-mathjax``, which holds
+  MathJax's own files and needs no Django), with the site's settings (``docs/_site/mathjax.js``),
+  so equations render with no network when the site is built and when it is read.
 """
 
 from __future__ import annotations
@@ -33,15 +36,12 @@ LESSONS = "lessons"
 BENCHMARK = "results/benchmark_cpu"
 LESSONS_MARKER = "<!-- lessons -->"
 MATHJAX_DIR = "assets/mathjax"
-#: MathJax 2 settings of the site (``config=...,local/emclip`` in mkdocs.yml): the package ships the
-#: STIX-Web fonts only, so HTML-CSS must use them and never ask for image fonts.
-MATHJAX_LOCAL_CONFIG = """MathJax.Hub.Config({
-  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null},
-  messageStyle: "none"
-});
-MathJax.Ajax.loadComplete("[MathJax]/config/local/emclip.js");
-"""
+#: what the site needs of MathJax's ``es5`` build: the TeX + MathML -> CommonHTML bundle and what it
+#: loads on demand (TeX extensions, fonts, the menu, the accessibility tools)
+MATHJAX_PARTS = ("tex-mml-chtml.js", "input", "output", "ui", "a11y", "adaptors", "sre")
 
+#: an HTML heading with its id: (level, id)
+HEADING = re.compile(r"<h([1-6])\b[^>]*?\bid=\"([^\"]+)\"")
 #: a Markdown image whose source is on the web: ``![alt](https://...)``
 WEB_IMAGE = re.compile(r"!\[([^\]]*)\]\((?:https?:)?//[^)\s]+(?:\s+\"[^\"]*\")?\)")
 
@@ -103,20 +103,34 @@ def stage_notebook(source: Path, target: Path) -> dict:
     return notebook
 
 
+def run_record(notebooks: Path, stem: str) -> dict:
+    """What ``make run`` recorded about a notebook (``runs/NN_name/run.json`` beside the notebooks
+    folder: status, seconds, profile), or ``{}``."""
+    path = notebooks.parent / "runs" / stem / "run.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def lessons_table(lessons: list[dict]) -> str:
-    """The home page's table of lessons (Markdown), in course order."""
-    rows = ["| # | lesson | code cells | figures |", "|---|---|---|---|"]
+    """The home page's table of lessons (Markdown), in course order, with what the run measured."""
+    profiles = {lesson["profile"] for lesson in lessons if lesson["profile"]}
+    intro = (f"Executed by `make run` in the `{profiles.pop()}` profile; the time is what each notebook took "
+             "in that run.\n\n" if len(profiles) == 1 else "")
+    rows = ["| # | lesson | figures | run time |", "|---|---|---|---|"]
     for lesson in lessons:
-        rows.append(f"| {lesson['number']} | [{lesson['title']}]({lesson['uri']}) | {lesson['code_cells']} "
-                    f"| {lesson['figures']} |")
-    return "\n".join(rows)
+        seconds = f"{lesson['seconds']:.0f} s" if lesson["seconds"] is not None else "-"
+        rows.append(f"| {lesson['number']} | [{lesson['title']}]({lesson['uri']}) | {lesson['figures']} | {seconds} |")
+    return intro + "\n".join(rows)
 
 
 def _describe(notebook: dict, path: Path, uri: str) -> dict:
     code = [c for c in notebook.get("cells", []) if c.get("cell_type") == "code"]
     figures = sum("image/png" in out.get("data", {}) for c in code for out in c.get("outputs", []))
+    record = run_record(path.parent, path.stem)
     return {"number": path.stem[:2], "title": notebook_title(notebook, path.stem), "uri": uri,
-            "code_cells": len(code), "figures": figures}
+            "figures": figures, "seconds": record.get("seconds"), "profile": record.get("profile")}
 
 
 def on_config(config):
@@ -129,11 +143,11 @@ def on_config(config):
         uri = f"{LESSONS}/{path.name}"
         lessons.append(_describe(stage_notebook(path, staging / uri), path, uri))
     _state.update(root=root, staging=staging, lessons=lessons)
-    benchmark = [{"Cross-domain benchmark (CPU)": f"{BENCHMARK}/README.md"}] if (root / BENCHMARK).is_dir() else []
+    benchmark = [{"Benchmark results": f"{BENCHMARK}/README.md"}] if (root / BENCHMARK).is_dir() else []
     config.nav = [
         {"Home": "index.md"},
         {"Course": [lesson["uri"] for lesson in lessons]},
-        *([{"Results": benchmark}] if benchmark else []),
+        *benchmark,
         {"Architecture": "architecture.md"},
     ]
     return config
@@ -160,18 +174,51 @@ def on_page_markdown(markdown, page, config, files):
     return markdown
 
 
+def _toc_items(toc):
+    for item in toc:
+        yield item
+        yield from _toc_items(item.children)
+
+
+def on_page_content(html, page, config, files):
+    """Point a lesson's table-of-contents entries at the ids of its headings, in document order
+    (the two lists describe the same headings; nothing changes when their lengths differ)."""
+    if page.file.src_uri.startswith(f"{LESSONS}/"):
+        headings = [(int(level), anchor) for level, anchor in HEADING.findall(html)]
+        items = list(_toc_items(page.toc))
+        if [item.level for item in items] == [level for level, _ in headings]:
+            for item, (_, anchor) in zip(items, headings):
+                item.id = anchor
+    return html
+
+
+def mathjax_source() -> Path:
+    """MathJax 3's ``es5`` folder as installed by the ``django-static-mathjax`` package."""
+    from importlib.util import find_spec
+
+    spec = find_spec("mathjax")
+    folder = Path(spec.origin).parent / "static" / "mathjax" if spec and spec.origin else None
+    if folder is None or not (folder / "es5" / MATHJAX_PARTS[0]).is_file():
+        raise PluginError("The course site serves MathJax itself and takes it from the django-static-mathjax "
+                          "package (MathJax 3's files; Django is not needed), which is not installed. Run "
+                          "`make site` (it installs docs/requirements.txt) or "
+                          "`pip install -r docs/requirements.txt`.")
+    version = json.loads((folder / "package.json").read_text(encoding="utf-8"))["version"]
+    if not version.startswith("3."):
+        raise PluginError(f"The course site needs MathJax 3; django-static-mathjax holds MathJax {version}. "
+                          "Install the version pinned in docs/requirements.txt.")
+    return folder / "es5"
+
+
 def on_post_build(config):
-    """Copy MathJax (jupyter-server-mathjax) into the site, with the site's own settings."""
-    try:
-        import jupyter_server_mathjax
-    except ImportError as err:
-        raise PluginError("The course site serves MathJax itself and takes it from the "
-                          "jupyter-server-mathjax package, which is not installed. Run `make site` (it "
-                          "installs docs/requirements.txt) or `pip install -r docs/requirements.txt`.") from err
-    source = Path(jupyter_server_mathjax.__file__).parent / "static"
+    """Copy MathJax into the site, with the site's settings as the script the lessons load."""
+    source = mathjax_source()
     target = Path(config.site_dir) / MATHJAX_DIR
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source, target)
-    local = target / "config" / "local" / "emclip.js"
-    local.parent.mkdir(parents=True, exist_ok=True)
-    local.write_text(MATHJAX_LOCAL_CONFIG, encoding="utf-8")
+    target.mkdir(parents=True)
+    for part in MATHJAX_PARTS:
+        if (source / part).is_dir():
+            shutil.copytree(source / part, target / part)
+        else:
+            shutil.copy2(source / part, target / part)
+    shutil.copy2(Path(__file__).with_name("mathjax.js"), target / "emclip-mathjax.js")
