@@ -66,9 +66,11 @@ def lesson_notebooks(folder: Path) -> list[Path]:
     try:
         return discover(folder)
     except FileNotFoundError as err:
-        raise PluginError(f"The course site is built from executed notebooks, and {err} Run `make run` "
-                          f"first (it writes results/notebooks), or point ${NOTEBOOKS_ENV} at a folder "
-                          "of executed NN_name.ipynb notebooks.") from err
+        raise PluginError(
+            f"The course site is built from executed notebooks, and {err} Run `make run` "
+            f"first (it writes results/notebooks), or point ${NOTEBOOKS_ENV} at a folder "
+            "of executed NN_name.ipynb notebooks."
+        ) from err
 
 
 def notebook_title(notebook: dict, fallback: str) -> str:
@@ -116,12 +118,18 @@ def run_record(notebooks: Path, stem: str) -> dict:
 def lessons_table(lessons: list[dict]) -> str:
     """The home page's table of lessons (Markdown), in course order, with what the run measured."""
     profiles = {lesson["profile"] for lesson in lessons if lesson["profile"]}
-    intro = (f"Executed by `make run` in the `{profiles.pop()}` profile; the time is what each notebook took "
-             "in that run.\n\n" if len(profiles) == 1 else "")
+    intro = (
+        f"Executed by `make run` in the `{profiles.pop()}` profile; the time is what each notebook took "
+        "in that run.\n\n"
+        if len(profiles) == 1
+        else ""
+    )
     rows = ["| # | lesson | figures | run time |", "|---|---|---|---|"]
     for lesson in lessons:
         seconds = f"{lesson['seconds']:.0f} s" if lesson["seconds"] is not None else "-"
-        rows.append(f"| {lesson['number']} | [{lesson['title']}]({lesson['uri']}) | {lesson['figures']} | {seconds} |")
+        rows.append(
+            f"| {lesson['number']} | [{lesson['title']}]({lesson['uri']}) | {lesson['figures']} | {seconds} |"
+        )
     return intro + "\n".join(rows)
 
 
@@ -129,8 +137,14 @@ def _describe(notebook: dict, path: Path, uri: str) -> dict:
     code = [c for c in notebook.get("cells", []) if c.get("cell_type") == "code"]
     figures = sum("image/png" in out.get("data", {}) for c in code for out in c.get("outputs", []))
     record = run_record(path.parent, path.stem)
-    return {"number": path.stem[:2], "title": notebook_title(notebook, path.stem), "uri": uri,
-            "figures": figures, "seconds": record.get("seconds"), "profile": record.get("profile")}
+    return {
+        "number": path.stem[:2],
+        "title": notebook_title(notebook, path.stem),
+        "uri": uri,
+        "figures": figures,
+        "seconds": record.get("seconds"),
+        "profile": record.get("profile"),
+    }
 
 
 def on_config(config):
@@ -162,8 +176,14 @@ def on_files(files, config):
     benchmark = _state["root"] / BENCHMARK
     if benchmark.is_dir():
         for path in sorted(p for p in benchmark.rglob("*") if p.is_file()):
-            files.append(File(path.relative_to(_state["root"]).as_posix(), str(_state["root"]), site_dir,
-                              config.use_directory_urls))
+            files.append(
+                File(
+                    path.relative_to(_state["root"]).as_posix(),
+                    str(_state["root"]),
+                    site_dir,
+                    config.use_directory_urls,
+                )
+            )
     return files
 
 
@@ -199,14 +219,18 @@ def mathjax_source() -> Path:
     spec = find_spec("mathjax")
     folder = Path(spec.origin).parent / "static" / "mathjax" if spec and spec.origin else None
     if folder is None or not (folder / "es5" / MATHJAX_PARTS[0]).is_file():
-        raise PluginError("The course site serves MathJax itself and takes it from the django-static-mathjax "
-                          "package (MathJax 3's files; Django is not needed), which is not installed. Run "
-                          "`make site` (it installs docs/requirements.txt) or "
-                          "`pip install -r docs/requirements.txt`.")
+        raise PluginError(
+            "The course site serves MathJax itself and takes it from the django-static-mathjax "
+            "package (MathJax 3's files; Django is not needed), which is not installed. Run "
+            "`make site` (it installs docs/requirements.txt) or "
+            "`pip install -r docs/requirements.txt`."
+        )
     version = json.loads((folder / "package.json").read_text(encoding="utf-8"))["version"]
     if not version.startswith("3."):
-        raise PluginError(f"The course site needs MathJax 3; django-static-mathjax holds MathJax {version}. "
-                          "Install the version pinned in docs/requirements.txt.")
+        raise PluginError(
+            f"The course site needs MathJax 3; django-static-mathjax holds MathJax {version}. "
+            "Install the version pinned in docs/requirements.txt."
+        )
     return folder / "es5"
 
 

@@ -96,8 +96,11 @@ def browser(playwright_session, work_dir):
 def lab_root(work_dir) -> Path:
     """A copy of notebooks/ for JupyterLab to run and save (the repository's files stay as they are)."""
     root = work_dir / "lab"
-    shutil.copytree(REPO / "notebooks", root / "notebooks",
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    shutil.copytree(
+        REPO / "notebooks",
+        root / "notebooks",
+        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+    )
     return root
 
 
@@ -123,8 +126,10 @@ def lab_page(browser, lab):
 def _run(command: list[str], what: str, **kwargs) -> None:
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, **kwargs)
     if done.returncode != 0:
-        pytest.fail(f"{what} failed (exit {done.returncode}): {' '.join(command)}\n"
-                    f"{(done.stdout + done.stderr)[-4000:]}")
+        pytest.fail(
+            f"{what} failed (exit {done.returncode}): {' '.join(command)}\n"
+            f"{(done.stdout + done.stderr)[-4000:]}"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -133,8 +138,12 @@ def site_notebooks(work_dir) -> Path:
     if os.environ.get(SITE_NOTEBOOKS_ENV):
         return Path(os.environ[SITE_NOTEBOOKS_ENV]).resolve()
     output = work_dir / "run"
-    _run([str(Path(sys.prefix) / "bin" / "emclip"), "run", "--profile", "ci", "--output", str(output)],
-         "emclip run --profile ci", env=kit_env(MPLBACKEND="Agg"), timeout=3 * step_timeout())
+    _run(
+        [str(Path(sys.prefix) / "bin" / "emclip"), "run", "--profile", "ci", "--output", str(output)],
+        "emclip run --profile ci",
+        env=kit_env(MPLBACKEND="Agg"),
+        timeout=3 * step_timeout(),
+    )
     return output / "notebooks"
 
 
@@ -143,7 +152,21 @@ def site(site_notebooks, out_dir) -> Path:
     """The course site as `make site` builds it from ``site_notebooks``."""
     venv = Path(sys.prefix)
     target = out_dir / "site"
-    _run(["make", "--no-print-directory", "-o", str(venv / ".emclip-installed"), "-o",
-          str(venv / ".emclip-site-installed"), f"VENV={venv}", "site", f"SITE_NOTEBOOKS={site_notebooks}",
-          f"SITE_DIR={target}"], "make site", env=kit_env(), timeout=600)
+    _run(
+        [
+            "make",
+            "--no-print-directory",
+            "-o",
+            str(venv / ".emclip-installed"),
+            "-o",
+            str(venv / ".emclip-site-installed"),
+            f"VENV={venv}",
+            "site",
+            f"SITE_NOTEBOOKS={site_notebooks}",
+            f"SITE_DIR={target}",
+        ],
+        "make site",
+        env=kit_env(),
+        timeout=600,
+    )
     return target

@@ -28,11 +28,15 @@ REPO = Path(__file__).resolve().parents[2]
 LAB_SETTINGS = {
     # every cell in the DOM, so that prompts, outputs and widgets can be read at once; the notebook's
     # own kernel starts without a "Select Kernel" dialog
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none",
-                                                                   "autoStartDefaultKernel": True},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+        "windowingMode": "none",
+        "autoStartDefaultKernel": True,
+    },
     # nothing fetched from the web, no pop-up asking for it
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"checkForUpdates": False,
-                                                                        "fetchNews": "false"},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "checkForUpdates": False,
+        "fetchNews": "false",
+    },
 }
 #: a call that builds an explorer in a notebook's code (the kit's ``explore`` or ipywidgets' ``interact``)
 EXPLORER_CALL = re.compile(r"(?<![\w.])(?:explore|interact)\(|\.interact\(")
@@ -60,41 +64,68 @@ class LabServer:
 
     def command(self) -> list[str]:
         venv = Path(sys.prefix)
-        lab_args = (f"--no-browser --ip=127.0.0.1 --port={self.port} --ServerApp.port_retries=0 "
-                    f"--IdentityProvider.token={self.token}")
+        lab_args = (
+            f"--no-browser --ip=127.0.0.1 --port={self.port} --ServerApp.port_retries=0 "
+            f"--IdentityProvider.token={self.token}"
+        )
         # the venv that runs the tests is the one to use; never reinstall it from here
-        return ["make", "--no-print-directory", "-o", str(venv / ".emclip-installed"), f"VENV={venv}", "lab",
-                f"LAB_DIR={self.root}", f"LAB_ARGS={lab_args}"]
+        return [
+            "make",
+            "--no-print-directory",
+            "-o",
+            str(venv / ".emclip-installed"),
+            f"VENV={venv}",
+            "lab",
+            f"LAB_DIR={self.root}",
+            f"LAB_ARGS={lab_args}",
+        ]
 
     def start(self, timeout: float = 180.0) -> LabServer:
         settings = self.workdir / "lab-settings"
         for name, values in LAB_SETTINGS.items():
             (settings / name).parent.mkdir(parents=True, exist_ok=True)
             (settings / name).write_text(json.dumps(values))
-        env = {**self.env, "JUPYTERLAB_SETTINGS_DIR": str(settings),
-               "JUPYTERLAB_WORKSPACES_DIR": str(self.workdir / "lab-workspaces"),
-               "JUPYTER_RUNTIME_DIR": str(self.workdir / "jupyter-runtime")}
+        env = {
+            **self.env,
+            "JUPYTERLAB_SETTINGS_DIR": str(settings),
+            "JUPYTERLAB_WORKSPACES_DIR": str(self.workdir / "lab-workspaces"),
+            "JUPYTER_RUNTIME_DIR": str(self.workdir / "jupyter-runtime"),
+        }
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(self.command(), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.command(),
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"`make lab` exited with {self.proc.returncode} before serving:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"`make lab` exited with {self.proc.returncode} before serving:\n{self.log_tail()}"
+                )
             try:
                 self.api("GET", "status")
                 return self
             except OSError:
                 time.sleep(1.0)
         self.stop()
-        raise TimeoutError(f"JupyterLab did not answer on {self.base} within {timeout:.0f} s:\n{self.log_tail()}")
+        raise TimeoutError(
+            f"JupyterLab did not answer on {self.base} within {timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+        return (
+            "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+        )
 
     def api(self, method: str, path: str):
-        request = urllib.request.Request(f"{self.base}/api/{path}", method=method,
-                                         headers={"Authorization": f"token {self.token}"})
+        request = urllib.request.Request(
+            f"{self.base}/api/{path}", method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             body = response.read()
         return json.loads(body) if body else None
@@ -135,21 +166,25 @@ class NotebookRun:
 
     name: str
     seconds: float
-    errors: list[str] = field(default_factory=list)       # "cell N: Ename: value"
-    not_run: list[int] = field(default_factory=list)      # code cells without an execution count
+    errors: list[str] = field(default_factory=list)  # "cell N: Ename: value"
+    not_run: list[int] = field(default_factory=list)  # code cells without an execution count
     widget_failures: list[str] = field(default_factory=list)
     explorers_expected: int = 0
     explorers_rendered: int = 0
 
 
 def _kernel_status(page) -> str | None:
-    return page.evaluate("() => document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) "
-                         ".jp-Notebook-ExecutionIndicator')?.dataset.status ?? null")
+    return page.evaluate(
+        "() => document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) "
+        ".jp-Notebook-ExecutionIndicator')?.dataset.status ?? null"
+    )
 
 
 def _prompts(page) -> list[str]:
-    return page.evaluate("() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) "
-                         ".jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())")
+    return page.evaluate(
+        "() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) "
+        ".jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())"
+    )
 
 
 def accept_kernel_dialog(page) -> bool:
@@ -168,12 +203,17 @@ def wait_for_kernel(page, lab: LabServer, notebook: str, timeout: float) -> None
     deadline, settled = time.monotonic() + timeout, 0
     while settled < 3:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the kernel of {notebook} was not ready within {timeout:.0f} s (page: "
-                               f"{_kernel_status(page)!r}, server: {lab.kernel_of(notebook)})")
+            raise TimeoutError(
+                f"the kernel of {notebook} was not ready within {timeout:.0f} s (page: "
+                f"{_kernel_status(page)!r}, server: {lab.kernel_of(notebook)})"
+            )
         accept_kernel_dialog(page)
         kernel = lab.kernel_of(notebook) or {}
-        ready = (_kernel_status(page) == "idle" and kernel.get("execution_state") == "idle"
-                 and kernel.get("connections", 0) > 0)
+        ready = (
+            _kernel_status(page) == "idle"
+            and kernel.get("execution_state") == "idle"
+            and kernel.get("connections", 0) > 0
+        )
         settled = settled + 1 if ready else 0
         time.sleep(0.5)
 
@@ -187,8 +227,12 @@ def wait_for_run_all(page, timeout: float) -> None:
             raise TimeoutError(f"Run All did not finish within {timeout:.0f} s; prompts: {_prompts(page)}")
         accept_kernel_dialog(page)
         prompts = _prompts(page)
-        done = (_kernel_status(page) == "idle" and prompts and not any("*" in p for p in prompts)
-                and any(re.search(r"\d", p) for p in prompts))
+        done = (
+            _kernel_status(page) == "idle"
+            and prompts
+            and not any("*" in p for p in prompts)
+            and any(re.search(r"\d", p) for p in prompts)
+        )
         settled = settled + 1 if done else 0
         time.sleep(1.0)
 
@@ -205,7 +249,9 @@ def start_run_all(page, wait: float = 60.0) -> None:
     deadline = time.monotonic() + wait
     while not any(re.search(r"[*\d]", p) for p in _prompts(page)):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"Run All Cells started nothing within {wait:.0f} s; prompts: {_prompts(page)}")
+            raise TimeoutError(
+                f"Run All Cells started nothing within {wait:.0f} s; prompts: {_prompts(page)}"
+            )
         time.sleep(0.5)
 
 
@@ -238,8 +284,11 @@ def saved_problems(notebook: dict) -> tuple[list[str], list[int]]:
 
 def expected_explorers(notebook: dict) -> int:
     """How many explorers a notebook's code builds (calls to ``explore(`` / ``interact(``)."""
-    return sum(len(EXPLORER_CALL.findall("".join(c["source"]) if isinstance(c["source"], list) else c["source"]))
-               for c in notebook["cells"] if c["cell_type"] == "code")
+    return sum(
+        len(EXPLORER_CALL.findall("".join(c["source"]) if isinstance(c["source"], list) else c["source"]))
+        for c in notebook["cells"]
+        if c["cell_type"] == "code"
+    )
 
 
 def run_notebook(page, lab: LabServer, path: Path, timeout: float) -> NotebookRun:
@@ -275,12 +324,12 @@ def _figure(explorer) -> list[str]:
 
 @dataclass
 class ExplorerMove:
-    control: str          # "slider a: 1 -> 2" or "dropdown b: x -> y"
+    control: str  # "slider a: 1 -> 2" or "dropdown b: x -> y"
     changed: bool
-    before: int           # images before / after
+    before: int  # images before / after
     after: int
     seconds: float
-    output_text: str      # text the explorer's output shows after the move (tracebacks land here)
+    output_text: str  # text the explorer's output shows after the move (tracebacks land here)
 
 
 def move_explorer(page, explorer, timeout: float, settle: float = 5.0) -> ExplorerMove:
@@ -289,7 +338,9 @@ def move_explorer(page, explorer, timeout: float, settle: float = 5.0) -> Explor
     explorer.scroll_into_view_if_needed()
     before = _figure(explorer)
     control = explorer.locator(CONTROL).first
-    label = control.evaluate("e => e.closest('.widget-inline-hbox')?.querySelector('.widget-label')?.textContent")
+    label = control.evaluate(
+        "e => e.closest('.widget-inline-hbox')?.querySelector('.widget-label')?.textContent"
+    )
     if control.evaluate("e => e.tagName") == "SELECT":
         old = control.input_value()
         options = control.locator("option").evaluate_all("os => os.map(o => o.value)")

@@ -24,17 +24,17 @@ CONTENT_SELECTORS = ("article", ".md-content", "main", "body")
 
 @dataclass
 class PageReport:
-    path: str                                                # relative to the site folder
+    path: str  # relative to the site folder
     title: str = ""
     text_chars: int = 0
     images: int = 0
-    broken_images: list[str] = field(default_factory=list)   # src of images not loaded or of size 0
+    broken_images: list[str] = field(default_factory=list)  # src of images not loaded or of size 0
     links: int = 0
-    broken_links: list[str] = field(default_factory=list)    # "href: why"
-    network: list[str] = field(default_factory=list)         # URLs requested outside the file system
-    failed: list[str] = field(default_factory=list)          # requests that failed (a missing file, ...)
+    broken_links: list[str] = field(default_factory=list)  # "href: why"
+    network: list[str] = field(default_factory=list)  # URLs requested outside the file system
+    failed: list[str] = field(default_factory=list)  # requests that failed (a missing file, ...)
     script_errors: list[str] = field(default_factory=list)
-    math: int = 0                                            # MathJax-rendered elements
+    math: int = 0  # MathJax-rendered elements
     math_errors: int = 0
     screenshot: Path | None = None
     blank: bool = False
@@ -108,8 +108,12 @@ def content_screenshot(page) -> bytes:
         box = page.locator(selector).first.bounding_box() if page.locator(selector).count() else None
         if box and box["width"] > 0 and box["height"] > 0:
             top, left = max(box["y"], 0), max(box["x"], 0)
-            clip = {"x": left, "y": top, "width": min(box["x"] + box["width"], viewport["width"]) - left,
-                    "height": min(box["y"] + box["height"], viewport["height"]) - top}
+            clip = {
+                "x": left,
+                "y": top,
+                "width": min(box["x"] + box["width"], viewport["width"]) - left,
+                "height": min(box["y"] + box["height"], viewport["height"]) - top,
+            }
             if clip["width"] > 0 and clip["height"] > 0:
                 return page.screenshot(clip=clip)
     return page.screenshot()
@@ -160,8 +164,10 @@ def crawl(context, site: Path, screenshots: Path, start: str = "index.html") -> 
             report.title = page.title()
             report.text_chars = len(page.inner_text("body"))
             images = page.eval_on_selector_all(
-                "img", "imgs => imgs.map(i => [i.currentSrc || i.src, i.complete && i.naturalWidth > 0 "
-                       "&& i.naturalHeight > 0])")
+                "img",
+                "imgs => imgs.map(i => [i.currentSrc || i.src, i.complete && i.naturalWidth > 0 "
+                "&& i.naturalHeight > 0])",
+            )
             report.images = len(images)
             report.broken_images = [src for src, ok in images if not ok]
             hrefs = page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
@@ -175,7 +181,8 @@ def crawl(context, site: Path, screenshots: Path, start: str = "index.html") -> 
                     queue.append(target)
             report.math = page.locator(MATH_SELECTOR).count()
             report.math_errors = page.locator(MATH_ERROR_SELECTOR).count() + (
-                "Math Processing Error" in page.inner_text("body"))
+                "Math Processing Error" in page.inner_text("body")
+            )
             report.screenshot = screenshots / (rel.replace("/", "__").removesuffix(".html") + ".png")
             page.screenshot(path=str(report.screenshot))
             report.blank = blank(content_screenshot(page))

@@ -12,10 +12,15 @@ from sitecrawl import crawl
 
 
 def _notebook(*cells: str) -> dict:
-    return {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
-                       "source": source} for source in cells],
-            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
-            "nbformat": 4, "nbformat_minor": 5}
+    return {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
+            for source in cells
+        ],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
 
 
 HARNESS = _notebook(
@@ -53,17 +58,25 @@ def faulty_site(tmp_path):
         "<a href='good.html#here'>good</a> <a href='missing.html'>missing</a> "
         "<a href='good.html#nowhere'>bad anchor</a> <a href='../outside.html'>outside</a> "
         "<a href='https://example.org/'>external links are not followed</a>"
-        "<img src='missing.png'> <img src='http://127.0.0.1:9/fetched.png'></body></html>")
-    (site / "good.html").write_text("<html><body style='background:#fff'><span id='here'></span></body></html>")
+        "<img src='missing.png'> <img src='http://127.0.0.1:9/fetched.png'></body></html>"
+    )
+    (site / "good.html").write_text(
+        "<html><body style='background:#fff'><span id='here'></span></body></html>"
+    )
     return site
 
 
-def test_site_crawler_sees_broken_links_missing_images_requests_and_blank_pages(faulty_site, browser, tmp_path):
+def test_site_crawler_sees_broken_links_missing_images_requests_and_blank_pages(
+    faulty_site, browser, tmp_path
+):
     pages = crawl(browser, faulty_site, tmp_path / "shots")
     assert set(pages) == {"index.html", "good.html"}
     index = pages["index.html"]
     assert sorted(link.rsplit(": ", 1)[1] for link in index.broken_links) == [
-        "leaves the site folder", "no anchor #nowhere", "no such file"]
+        "leaves the site folder",
+        "no anchor #nowhere",
+        "no such file",
+    ]
     assert len(index.broken_images) == 2
     assert index.network == ["http://127.0.0.1:9/fetched.png"]
     assert [url.rsplit("/", 1)[1] for url in index.failed] == ["missing.png"]

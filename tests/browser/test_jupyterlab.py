@@ -27,7 +27,8 @@ def test_notebook_runs_in_jupyterlab_and_its_explorers_respond(name, lab, lab_ro
     assert not run.not_run, f"{name}: code cells {run.not_run} never ran"
     assert not run.widget_failures, f"{name} shows {run.widget_failures} instead of its widgets"
     assert run.explorers_rendered == run.explorers_expected, (
-        f"{name} builds {run.explorers_expected} explorer(s) but {run.explorers_rendered} rendered with controls")
+        f"{name} builds {run.explorers_expected} explorer(s) but {run.explorers_rendered} rendered with controls"
+    )
 
     explorers = lab_page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .widget-interact")
     for index in range(run.explorers_rendered):
@@ -36,5 +37,7 @@ def test_notebook_runs_in_jupyterlab_and_its_explorers_respond(name, lab, lab_ro
         explorer.screenshot(path=str(shots / f"{stem}__explorer{index}.png"))
         print(f"  explorer {index}: {move.control}: figure changed {move.changed} in {move.seconds:.1f} s")
         assert move.before > 0, f"{name} explorer {index} shows no figure before the move"
-        assert "Traceback" not in move.output_text, f"{name} explorer {index} failed: {move.output_text[-800:]}"
+        assert "Traceback" not in move.output_text, (
+            f"{name} explorer {index} failed: {move.output_text[-800:]}"
+        )
         assert move.changed, f"{name} explorer {index}: the figure did not change after {move.control}"

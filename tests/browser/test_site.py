@@ -18,13 +18,20 @@ def pages(site, browser, out_dir):
 
 
 def _png_outputs(notebook: dict) -> int:
-    return sum("image/png" in out.get("data", {}) for cell in notebook["cells"] if cell["cell_type"] == "code"
-               for out in cell.get("outputs", []))
+    return sum(
+        "image/png" in out.get("data", {})
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "code"
+        for out in cell.get("outputs", [])
+    )
 
 
 def _has_math(notebook: dict) -> bool:
-    text = "".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-                   for c in notebook["cells"] if c["cell_type"] == "markdown")
+    text = "".join(
+        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+        for c in notebook["cells"]
+        if c["cell_type"] == "markdown"
+    )
     return "$" in text
 
 
@@ -44,8 +51,9 @@ def test_the_course_path_lists_every_lesson_in_notebook_order(pages, site, brows
     page = browser.new_page()
     try:
         page.goto((site / "index.html").as_uri())
-        nav = page.eval_on_selector_all("nav.md-nav--primary a[href*='lessons/']",
-                                        "links => links.map(a => a.getAttribute('href'))")
+        nav = page.eval_on_selector_all(
+            "nav.md-nav--primary a[href*='lessons/']", "links => links.map(a => a.getAttribute('href'))"
+        )
     finally:
         page.close()
     order = list(dict.fromkeys(href.split("/")[-1].removesuffix(".html") for href in nav))
@@ -59,7 +67,8 @@ def test_lesson_page_shows_every_figure_and_equation(name, pages, site_notebooks
     assert report is not None, f"no page for {name}"
     assert report.text_chars > 500, f"{report.path} shows almost no text"
     assert report.images >= _png_outputs(notebook), (
-        f"{report.path}: {report.images} images for {_png_outputs(notebook)} figures in the notebook")
+        f"{report.path}: {report.images} images for {_png_outputs(notebook)} figures in the notebook"
+    )
     assert not report.broken_images
     if _has_math(notebook):
         assert report.math > 0, f"{report.path}: the notebook has equations but none was rendered"
