@@ -21,10 +21,10 @@ export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help install run test test-unit test-nb test-all test-browser lab site notebooks sweep fixup strip lint bench clean
+.PHONY: help install run test test-unit test-nb test-all test-browser lab site home notebooks sweep fixup strip lint bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,9 @@ fixup: $(STAMP)  ## ruff fix + format (the notebooks' .py sources), then sync th
 	$(BIN)/ruff check --fix emclip tests benchmarks tools docs notebooks/*.py
 	$(BIN)/ruff format emclip tests benchmarks tools docs notebooks/*.py
 	$(PY) tools/sync_notebooks.py --from py
+
+home: $(STAMP)  ## point the Colab badges and installs at URL=https://github.com/<you>/emclip (REF=v0.1.0)
+	$(PY) tools/set_home.py $(URL) $(if $(REF),--ref $(REF))
 
 notebooks: $(STAMP)  ## sync every jupytext pair (notebooks/NN_name.py <-> .ipynb; the newer file wins)
 	$(PY) tools/sync_notebooks.py

@@ -131,7 +131,10 @@ class LabServer:
         return json.loads(body) if body else None
 
     def url(self, notebook: str) -> str:
-        return f"{self.base}/lab/tree/{quote(notebook)}?token={self.token}"
+        """The notebook in a workspace of its own: JupyterLab restores nothing from an earlier page
+        (else every notebook opened before reopens with it and starts its kernel again)."""
+        workspace = f"{Path(notebook).stem}-{secrets.token_hex(4)}"
+        return f"{self.base}/lab/workspaces/{quote(workspace)}/tree/{quote(notebook)}?token={self.token}"
 
     def kernel_of(self, notebook: str) -> dict | None:
         """The server's record of the kernel of ``notebook`` (a path under the root), if it has one."""
@@ -243,16 +246,25 @@ def menu(page, top: str, item: str) -> None:
     page.locator(f".lm-Menu-content .lm-Menu-item:has(.lm-Menu-itemLabel:text-is('{item}'))").first.click()
 
 
-def start_run_all(page, wait: float = 60.0) -> None:
-    """Run > Run All Cells; fails unless a prompt soon shows cells queued or run."""
-    menu(page, "Run", "Run All Cells")
-    deadline = time.monotonic() + wait
-    while not any(re.search(r"[*\d]", p) for p in _prompts(page)):
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"Run All Cells started nothing within {wait:.0f} s; prompts: {_prompts(page)}"
-            )
-        time.sleep(0.5)
+def start_run_all(page, lab: LabServer, notebook: str, attempts: int = 3, wait: float = 30.0) -> None:
+    """Run > Run All Cells, until a prompt shows cells queued or run. A click that lands while the
+    page is still wiring up the notebook does nothing; it is repeated only while the server says the
+    kernel is idle and no prompt moved (so a cell never runs twice)."""
+    for _ in range(attempts):
+        menu(page, "Run", "Run All Cells")
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if any(re.search(r"[*\d]", p) for p in _prompts(page)):
+                return
+            time.sleep(0.5)
+        if (lab.kernel_of(notebook) or {}).get("execution_state") != "idle":
+            deadline = time.monotonic() + wait
+            while not any(re.search(r"[*\d]", p) for p in _prompts(page)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the kernel of {notebook} is busy but no cell shows it")
+                time.sleep(0.5)
+            return
+    raise TimeoutError(f"Run All Cells started nothing after {attempts} tries; prompts: {_prompts(page)}")
 
 
 def save(page, path: Path, timeout: float = 60.0) -> dict:
@@ -297,8 +309,8 @@ def run_notebook(page, lab: LabServer, path: Path, timeout: float) -> NotebookRu
     notebook = path.relative_to(lab.root).as_posix()
     page.goto(lab.url(notebook))
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=120_000)
-    wait_for_kernel(page, lab, notebook, timeout=180)
-    start_run_all(page)
+    wait_for_kernel(page, lab, notebook, timeout=300)
+    start_run_all(page, lab, notebook)
     wait_for_run_all(page, timeout)
     run = NotebookRun(path.stem, time.monotonic() - start)
     saved = save(page, path)

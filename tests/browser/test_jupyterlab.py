@@ -20,8 +20,10 @@ def test_notebook_runs_in_jupyterlab_and_its_explorers_respond(name, lab, lab_ro
     shots = out_dir / "lab"
     shots.mkdir(exist_ok=True)
     stem = name.removesuffix(".ipynb")
-    run = run_notebook(lab_page, lab, lab_root / "notebooks" / name, timeout=step_timeout())
-    lab_page.screenshot(path=str(shots / f"{stem}.png"))
+    try:
+        run = run_notebook(lab_page, lab, lab_root / "notebooks" / name, timeout=step_timeout())
+    finally:
+        lab_page.screenshot(path=str(shots / f"{stem}.png"))
     print(f"{name}: Run All took {run.seconds:.0f} s; {run.explorers_rendered} explorer(s)")
     assert not run.errors, f"{name} raised in JupyterLab: {run.errors}"
     assert not run.not_run, f"{name}: code cells {run.not_run} never ran"
