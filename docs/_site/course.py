@@ -119,17 +119,15 @@ def lessons_table(lessons: list[dict]) -> str:
     """The home page's table of lessons (Markdown), in course order, with what the run measured."""
     profiles = {lesson["profile"] for lesson in lessons if lesson["profile"]}
     intro = (
-        f"Executed by `make run` in the `{profiles.pop()}` profile; the time is what each notebook took "
-        "in that run.\n\n"
+        f"Executed by `emclip run` (what `make run` calls) in the `{profiles.pop()}` profile; the time is "
+        "what each notebook took in that run.\n\n"
         if len(profiles) == 1
         else ""
     )
-    rows = ["| # | lesson | figures | run time |", "|---|---|---|---|"]
+    rows = ["| lesson | figures | run time |", "|---|---|---|"]
     for lesson in lessons:
         seconds = f"{lesson['seconds']:.0f} s" if lesson["seconds"] is not None else "-"
-        rows.append(
-            f"| {lesson['number']} | [{lesson['title']}]({lesson['uri']}) | {lesson['figures']} | {seconds} |"
-        )
+        rows.append(f"| [{lesson['title']}]({lesson['uri']}) | {lesson['figures']} | {seconds} |")
     return intro + "\n".join(rows)
 
 
@@ -138,7 +136,6 @@ def _describe(notebook: dict, path: Path, uri: str) -> dict:
     figures = sum("image/png" in out.get("data", {}) for c in code for out in c.get("outputs", []))
     record = run_record(path.parent, path.stem)
     return {
-        "number": path.stem[:2],
         "title": notebook_title(notebook, path.stem),
         "uri": uri,
         "figures": figures,

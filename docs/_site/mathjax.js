@@ -9,6 +9,8 @@ window.MathJax = {
     processEnvironments: true,
     tags: "ams",
   },
+  // never typeset the hidden copy of each code cell that the copy button puts on the clipboard
+  options: {ignoreHtmlClass: "tex2jax_ignore|clipboard-copy-txt"},
 };
 (function () {
   var script = document.createElement("script");

@@ -9,6 +9,7 @@ errors, MathJax errors, and a screenshot of the window (checked by :func:`blank`
 from __future__ import annotations
 
 import io
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -18,6 +19,14 @@ from urllib.parse import unquote, urldefrag, urlparse
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
 MATH_SELECTOR = "mjx-container, .MathJax"
 MATH_ERROR_SELECTOR = "mjx-merror, .MathJax_Error"
+#: TeX as Jupyter finds it in Markdown: $$...$$, $...$, \(...\), \[...\], \begin{...}
+TEX = re.compile(r"\$\$.+?\$\$|\$[^$\s][^$]*?\$|\\\(|\\\[|\\begin\{", re.S)
+#: the page's prose as a reader sees it: no code, no typeset math, nothing hidden
+PROSE = """() => {
+  const root = (document.querySelector('article') || document.body).cloneNode(true);
+  root.querySelectorAll('code, pre, mjx-container, script, style, .clipboard-copy-txt').forEach(e => e.remove());
+  return root.textContent;
+}"""
 #: where a page's own content is (the first of these that exists); the blank check looks there
 CONTENT_SELECTORS = ("article", ".md-content", "main", "body")
 
@@ -36,6 +45,7 @@ class PageReport:
     script_errors: list[str] = field(default_factory=list)
     math: int = 0  # MathJax-rendered elements
     math_errors: int = 0
+    raw_tex: list[str] = field(default_factory=list)  # TeX left as text (MathJax did not typeset it)
     screenshot: Path | None = None
     blank: bool = False
 
@@ -47,6 +57,7 @@ class PageReport:
         found += [f"script error: {err}" for err in self.script_errors]
         if self.math_errors:
             found.append(f"{self.math_errors} MathJax error(s)")
+        found += [f"TeX not typeset: {tex[:60]}" for tex in self.raw_tex]
         if self.blank:
             found.append(f"blank screenshot {self.screenshot}")
         return found
@@ -183,11 +194,12 @@ def crawl(context, site: Path, screenshots: Path, start: str = "index.html") -> 
             report.math_errors = page.locator(MATH_ERROR_SELECTOR).count() + (
                 "Math Processing Error" in page.inner_text("body")
             )
+            report.raw_tex = TEX.findall(page.evaluate(PROSE))
             report.screenshot = screenshots / (rel.replace("/", "__").removesuffix(".html") + ".png")
             page.screenshot(path=str(report.screenshot))
             report.blank = blank(content_screenshot(page))
-            report.network = [url for url in network if not url.startswith(LOCAL_SCHEMES)]
-            report.failed = [url for url in failed if url not in report.network]
+            report.network = list(dict.fromkeys(url for url in network if not url.startswith(LOCAL_SCHEMES)))
+            report.failed = list(dict.fromkeys(url for url in failed if url not in report.network))
             report.script_errors = list(errors)
             reports[rel] = report
     finally:

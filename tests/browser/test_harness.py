@@ -54,7 +54,7 @@ def faulty_site(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text(
-        "<html><body><h1 id='top'>Home</h1><p>" + "text " * 200 + "</p>"
+        "<html><body><h1 id='top'>Home</h1><p>" + "text " * 200 + " and $x^2$ never typeset</p>"
         "<a href='good.html#here'>good</a> <a href='missing.html'>missing</a> "
         "<a href='good.html#nowhere'>bad anchor</a> <a href='../outside.html'>outside</a> "
         "<a href='https://example.org/'>external links are not followed</a>"
@@ -80,5 +80,6 @@ def test_site_crawler_sees_broken_links_missing_images_requests_and_blank_pages(
     assert len(index.broken_images) == 2
     assert index.network == ["http://127.0.0.1:9/fetched.png"]
     assert [url.rsplit("/", 1)[1] for url in index.failed] == ["missing.png"]
+    assert index.raw_tex == ["$x^2$"]
     assert not index.blank and pages["good.html"].blank
     assert index.screenshot.is_file()
