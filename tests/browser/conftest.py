@@ -19,18 +19,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-BROWSER_ENV = "EMCLIP_BROWSER"
-OUT_ENV = "EMCLIP_BROWSER_OUT"
-#: executed notebooks to build the site from (default: a fresh `emclip run --profile ci`)
-SITE_NOTEBOOKS_ENV = "EMCLIP_SITE_NOTEBOOKS"
-#: seconds one notebook may take in JupyterLab (ci profile on a busy 2-core machine: a few minutes)
-TIMEOUT_ENV = "EMCLIP_BROWSER_TIMEOUT"
-
-
-def browser_enabled() -> bool:
-    return os.environ.get(BROWSER_ENV, "0").strip().lower() in {"1", "true", "yes"}
+from browser_env import OUT_ENV, REPO, SITE_NOTEBOOKS_ENV, browser_enabled, kit_env, step_timeout
 
 
 def pytest_collection_modifyitems(config, items):
@@ -41,24 +30,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(skip)
-
-
-def lesson_notebooks() -> list[Path]:
-    """The kit's numbered notebooks in course order (collected without importing torch)."""
-    from emclip.runner import NOTEBOOK_GLOB
-
-    return sorted((REPO / "notebooks").glob(NOTEBOOK_GLOB))
-
-
-def step_timeout() -> float:
-    return float(os.environ.get(TIMEOUT_ENV, "900"))
-
-
-def kit_env(**extra: str) -> dict[str, str]:
-    """The environment for the kit's processes: offline, ci profile, explorers on."""
-    env = {k: v for k, v in os.environ.items() if k not in {"EMCLIP_NO_WIDGETS", "MPLBACKEND"}}
-    env.update(HF_HUB_OFFLINE="1", EMCLIP_PROFILE="ci", PYTHONHASHSEED="0", **extra)
-    return env
 
 
 @pytest.fixture(scope="session")

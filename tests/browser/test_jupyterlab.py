@@ -5,7 +5,7 @@ one saved (the training lesson's checkpoint before the evaluation lesson)."""
 from __future__ import annotations
 
 import pytest
-from conftest import lesson_notebooks, step_timeout
+from browser_env import lesson_notebooks, step_timeout
 from labdriver import move_explorer, run_notebook
 
 NOTEBOOKS = lesson_notebooks()

@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from conftest import lesson_notebooks
+from browser_env import lesson_notebooks
 from sitecrawl import TEX, crawl
 
 NOTEBOOKS = lesson_notebooks()
