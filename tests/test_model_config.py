@@ -132,6 +132,9 @@ def test_profile_overrides_only_touch_sections_a_model_has():
     linear = get_model_config("clip-linear", gpu)
     assert linear["clip"]["model"] == "ViT-B-16" and "em" not in linear
     assert get_model_config("emclip", "cpu") == get_model_config("emclip")
+    typo = get_profile("cpu", model_overrides={"decodr": {"channels": [8]}})
+    with pytest.raises(ConfigError, match=r"unknown section\(s\) \['decodr'\]"):
+        get_model_config("unet", typo)  # never skipped silently, even by a model without a decoder
 
 
 def test_importing_models_and_building_a_unet_do_not_import_open_clip():
