@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from emclip.metrics import METRIC_NAMES, SegmentationMetrics
-from emclip.runtime import Profile, get_device, get_profile
+from emclip.runtime import Profile, get_profile
 from emclip.tasks import Task, get_task
 
 RESULT_COLUMNS = ("task", "protocol", "split", "source_domains", "method", "seed", "target_domain",
@@ -46,11 +46,13 @@ def _as_loader(dataset_or_loader, batch_size: int):
                     f"got {type(dataset_or_loader).__name__}.")
 
 
-@torch.no_grad()
 def evaluate_model(model: torch.nn.Module, task: Task | str, dataset_or_loader, device="auto",
                    batch_size: int = 16, spacing=None, threshold: float = 0.5, one_empty: str = "diagonal",
-                   progress: bool = False) -> pd.DataFrame:
+                   progress: bool = False, amp: str | bool = "auto") -> pd.DataFrame:
     """Dice / HD95 / ASSD of ``model`` on every image and region of a data set.
+
+    The model runs through :func:`emclip.engine.inference` (eval mode, inference mode, the kit's
+    precision), as the training loop's validation does; its train/eval mode is restored.
 
     Args:
         model: images (B, 3, H, W) in [0, 1] -> logits (B, task.num_outputs, H, W).
@@ -61,41 +63,34 @@ def evaluate_model(model: torch.nn.Module, task: Task | str, dataset_or_loader, 
         spacing: pixel size for the distances (``None``: pixels). A per-sample ``spacing``
             entry of the batch, when present, wins.
         threshold: sigmoid threshold of multilabel tasks.
+        amp: precision (:func:`emclip.engine.precision.select_precision`).
     Returns:
         DataFrame with one row per (image, region): ``id, domain, region, dice, hd95, assd``.
-        The model's train/eval mode is restored afterwards.
     """
+    from emclip.engine import run_batches
+
     task = get_task(task)
     loader = _as_loader(dataset_or_loader, batch_size)
-    dev = get_device(device)
-    was_training = model.training
-    model.eval().to(dev)
     acc = SegmentationMetrics(task.region_names, spacing=spacing, one_empty=one_empty)
-    batches = loader
-    if progress:
-        from tqdm.auto import tqdm
 
-        batches = tqdm(loader, desc="evaluate", leave=False)
-    try:
-        for batch in batches:
-            if not isinstance(batch, dict) or "image" not in batch or "mask" not in batch:
-                raise TypeError("each batch must be a dict with 'image' (B, 3, H, W) and 'mask' (B, H, W); "
-                                "use emclip.data.get_dataset / make_dataloader.")
-            logits = model(batch["image"].to(dev))
-            pred = task.predict_regions(logits.float(), threshold).cpu()
-            target = task.region_masks(task.check_mask(batch["mask"]).cpu())
-            ids = [str(i) for i in batch.get("id", [])] or None
-            domains = list(batch["domain"]) if "domain" in batch else None
-            if "spacing" in batch:  # per-image spacing (real data): score the images one by one
-                for b in range(len(pred)):
-                    acc.spacing = [float(s) for s in batch["spacing"][b]]
-                    acc.update(pred[b:b + 1], target[b:b + 1], ids=ids and ids[b:b + 1],
-                               domains=domains and domains[b:b + 1])
-                acc.spacing = spacing
-            else:
-                acc.update(pred, target, ids=ids, domains=domains)
-    finally:
-        model.train(was_training)
+    def score(batch, logits):
+        if not isinstance(batch, dict) or "mask" not in batch:
+            raise TypeError("each batch must be a dict with 'image' (B, 3, H, W) and 'mask' (B, H, W); "
+                            "use emclip.data.get_dataset / make_dataloader.")
+        pred = task.predict_regions(logits, threshold).cpu()
+        target = task.region_masks(task.check_mask(batch["mask"]).cpu())
+        ids = [str(i) for i in batch.get("id", [])] or None
+        domains = list(batch["domain"]) if "domain" in batch else None
+        if "spacing" in batch:  # per-image spacing (real data): score the images one by one
+            for b in range(len(pred)):
+                acc.spacing = [float(s) for s in batch["spacing"][b]]
+                acc.update(pred[b:b + 1], target[b:b + 1], ids=ids and ids[b:b + 1],
+                           domains=domains and domains[b:b + 1])
+            acc.spacing = spacing
+        else:
+            acc.update(pred, target, ids=ids, domains=domains)
+
+    run_batches(model, loader, score, device, amp, progress="evaluate" if progress else None)
     return acc.to_frame()
 
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from emclip.engine import distributed as ddp
 from emclip.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap
+from emclip.engine.precision import select_precision
 from emclip.engine.predict import mean_region_dice, region_dice
 from emclip.losses import get_loss
 from emclip.runtime import Profile, get_device, get_profile, seed_everything
@@ -143,7 +144,9 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
         checkpoint_path: where to save (atomically); with ``resume`` an existing file resumes.
         checkpoint_every: save every this many steps (default: ``eval_every``, else at the end only).
         warmup_steps: linear warm-up (default 5% of ``steps``); ``schedule``: cosine, poly, constant.
-        grad_clip: max gradient norm (``None``: off). ``amp``: bf16 autocast, ``"auto"`` = on GPU only.
+        grad_clip: max gradient norm (``None``: off).
+        amp: precision of training and validation (:func:`emclip.engine.precision.select_precision`:
+            ``"auto"`` = bf16 on CUDA where supported, else fp16 with a GradScaler; fp32 on the CPU).
         loss_fn: default :func:`emclip.losses.get_loss` of the task.
         callback: ``callback(step, row)`` after each step (row: the history entry).
 
@@ -160,7 +163,7 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
     seed_everything(seed)
     distributed = ddp.is_distributed()
     device = ddp.local_device() if distributed else get_device(device)
-    use_amp = device.type == "cuda" if amp == "auto" else bool(amp)
+    precision = select_precision(device, amp)
     main = ddp.is_main_process()
     bare = unwrap(model).to(device)
     if device.type == "cuda":
@@ -194,7 +197,7 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
         if val_loader is None or not main:
             return
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            dice = mean_region_dice(bare, val_loader, task, device)
+            dice = mean_region_dice(bare, val_loader, task, device, amp)
         row.update({f"val_dice_{k}": v for k, v in dice.items()})
         row["val_dice"] = float(np.mean(list(dice.values())))
 
@@ -209,7 +212,7 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         mask = mask.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with precision.autocast():
             logits = net(images)
         loss = loss_fn(logits.float(), mask)
         if not ddp.all_true(bool(torch.isfinite(loss))):  # every rank stops together
