@@ -17,13 +17,20 @@ choice, not from the paper.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from emclip.engine.recipe import load_or_train  # noqa: F401  (notebook 06 imports it from here)
+from emclip.engine.train import check_output
+from emclip.errors import CheckpointError, EmclipError
+from emclip.fileio import atomic_write
 from emclip.metrics import METRIC_NAMES, SegmentationMetrics
 from emclip.runtime import Profile, get_profile
 from emclip.tasks import Task, get_task
@@ -94,58 +101,63 @@ def evaluate_model(model: torch.nn.Module, task: Task | str, dataset_or_loader, 
     return acc.to_frame()
 
 
-def load_or_train(method: str, task: Task | str, train_domains: Sequence[str], profile=None, seed: int = 0,
-                  source: str = "synthetic", root=None, checkpoint_path=None, progress: bool = False,
-                  **model_overrides) -> tuple[torch.nn.Module, bool]:
-    """The trained model: loaded from ``checkpoint_path`` when it holds a finished run, else trained.
-
-    Training goes through :func:`emclip.engine.train_from_profile`, which writes the checkpoint
-    and resumes an unfinished one (fewer steps done than it was started for). A finished
-    checkpoint is used as it is, whatever step count it was trained for (e.g. notebook 04's).
-    Returns ``(model, loaded)``, ``loaded`` True when nothing was trained.
-    """
-    from emclip import engine
-
-    task = get_task(task)
-    prof = _profile(profile)
-    if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        from emclip.models import create_model
-
-        model = create_model(method, task, profile=prof, **model_overrides)
-        stored = engine.load_checkpoint(checkpoint_path, model)  # checks the model name and task too
-        if int(stored.get("step", 0)) >= int(stored.get("meta", {}).get("steps") or prof.train_steps):
-            return model.eval(), True
-        del model  # unfinished run: train_from_profile resumes it
-    result = engine.train_from_profile(method, task, list(train_domains), profile=prof, seed=seed, source=source,
-                                       root=root, checkpoint_path=checkpoint_path, progress=progress,
-                                       **model_overrides)
-    return result.model, False
-
-
 def find_checkpoint(directory, task: Task | str, method: str, train_domains: Sequence[str], profile=None,
                     seed: int = 0) -> Path:
     """Where the checkpoint of a run lives in ``directory`` (the file need not exist).
 
-    Names follow :func:`emclip.engine.checkpoint_name`. The seeded name
-    (``<task>_<method>_<domains>_<profile>_seed<seed>.pt``) is preferred; an existing un-seeded
-    file (as a notebook may write) is used instead when its stored ``meta["seed"]`` equals ``seed``.
+    Names follow :func:`emclip.engine.checkpoint_name` (labels for people; what a file holds is
+    read from its run record). The seeded name (``<task>_<method>_<domains>_<profile>_seed<seed>.pt``)
+    is preferred; an existing un-seeded file (as a notebook may write) is used instead when its
+    record's training seed equals ``seed``.
     """
-    from emclip.engine import checkpoint_name, load_checkpoint
+    from emclip.engine import checkpoint_name, read_record
 
     task, prof, directory = get_task(task), _profile(profile), Path(directory)
     seeded = directory / checkpoint_name(task, method, list(train_domains), prof, seed)
     plain = directory / checkpoint_name(task, method, list(train_domains), prof)
     if not seeded.is_file() and plain.is_file():
-        if int(load_checkpoint(plain).get("meta", {}).get("seed", -1)) == seed:
-            return plain
+        with contextlib.suppress(CheckpointError):
+            if read_record(plain)[0]["train"]["seed"] == seed:
+                return plain
     return seeded
 
 
-def _test_sets(task: Task, domains: Sequence[str], prof, source: str, root) -> dict:
-    from emclip.data import domain_datasets
+def adopt_checkpoint(run, target: Path, sources: Sequence, say=print) -> Path | None:
+    """Copy into ``target`` a checkpoint of the same run found in one of ``sources`` (folders).
 
-    return {d: domain_datasets(task, [d], "test", prof, source=source, root=root, seed=TEST_DATA_SEED)
-            for d in domains}
+    ``run`` is a :class:`emclip.engine.recipe.PreparedRun`; a candidate (found with
+    :func:`find_checkpoint`) is copied only when its record equals ``run.record()``; ``say``
+    reports why another one was not. Returns the adopted source path, or ``None``.
+    """
+    from emclip.engine import read_record, record_differences
+
+    requested = run.record()
+    domains = requested["data"]["train_domains"]
+    for folder in sources:
+        candidate = find_checkpoint(folder, run.task, requested["model"]["name"], domains, run.profile,
+                                    requested["train"]["seed"])
+        if not candidate.is_file() or candidate.resolve() == Path(target).resolve():
+            continue
+        try:
+            diffs = record_differences(read_record(candidate)[0], requested)
+        except CheckpointError as err:
+            say(f"not reusing {candidate}: {err}")
+            continue
+        if diffs:
+            say(f"not reusing {candidate}: another run ({diffs[0]}{' ...' if len(diffs) > 1 else ''})")
+            continue
+        with atomic_write(target) as tmp:
+            shutil.copyfile(candidate, tmp)
+        return candidate
+    return None
+
+
+def _test_set(task: Task, domain: str, source: str, root, image_size: int, per_domain: int):
+    """The test split of one domain (synthetic: ``per_domain`` images of data seed 0; real: all)."""
+    from emclip.data import get_dataset
+
+    return get_dataset(task, domain, "test", source, image_size, TEST_DATA_SEED, root,
+                       per_domain if source == "synthetic" else None)
 
 
 def summarise_images(per_image: pd.DataFrame, keys: dict) -> pd.DataFrame:
@@ -174,8 +186,9 @@ def _score_domains(model, task: Task, test_sets: dict, keys: dict, train_domains
 def run_protocol(task: Task | str, protocol: str, models: Sequence[str], seeds: Sequence[int] | None = None,
                  profile=None, source: str = "synthetic", root=None, out_dir=None,
                  target_domains: Sequence[str] | None = None, progress: bool = True,
-                 splits: Sequence[str] | None = None, checkpoint_dir=None, device="auto") -> pd.DataFrame:
-    """Train (or load) every (split, method, seed) of a protocol and evaluate it on every domain.
+                 splits: Sequence[str] | None = None, checkpoint_dir=None, device="auto",
+                 reuse_from: Sequence | None = None, overwrite: bool = False) -> pd.DataFrame:
+    """Train (or reuse) every (split, method, seed) of a protocol and evaluate it on every domain.
 
     Args:
         task: ``"fundus"`` / ``"cardiac"`` or a Task.
@@ -184,14 +197,18 @@ def run_protocol(task: Task | str, protocol: str, models: Sequence[str], seeds: 
         seeds: training seeds (default: the profile's ``seeds``).
         profile: run profile (name or :class:`~emclip.runtime.Profile`; default ``$EMCLIP_PROFILE``).
         out_dir: where ``results.csv/.json`` (this table), ``per_image.csv/.json``, ``summary.md``
-            and, unless ``checkpoint_dir`` is given, ``checkpoints/`` go. Written after every run,
-            so an interrupted protocol keeps what it finished. ``None``: nothing written and no
-            checkpoint reused.
+            and, unless ``checkpoint_dir`` is given, ``checkpoints/`` go. Checked before any
+            work, written after every run, so an interrupted protocol keeps what it finished.
+            ``None``: nothing written and no checkpoint reused.
         target_domains: domains to evaluate on (default: all of the task's).
         splits: names of the protocol's splits to run (default: all).
-        checkpoint_dir: where checkpoints are looked for and written (default ``out_dir/checkpoints``);
-            pass ``emclip.runlog.results_dir("checkpoints")`` to share notebook 04's (see
-            :func:`find_checkpoint`).
+        checkpoint_dir: where checkpoints are looked for and written (default ``out_dir/checkpoints``).
+            A checkpoint there is reused only when its run record equals the requested run
+            (:func:`emclip.engine.load_or_train`); one of another run raises
+            :class:`~emclip.errors.RunMismatchError` unless ``overwrite=True``.
+        reuse_from: further folders (e.g. ``emclip.runlog.results_dir("checkpoints")``, where
+            notebook 05 saves) whose checkpoint of the same run, if any, is copied into
+            ``checkpoint_dir`` instead of training (:func:`adopt_checkpoint`).
     Returns:
         Tidy DataFrame, one row per (method, seed, split, target domain, region), columns
         ``task, protocol, split, source_domains, method, seed, target_domain, in_domain, region,
@@ -199,6 +216,7 @@ def run_protocol(task: Task | str, protocol: str, models: Sequence[str], seeds: 
     """
     from emclip import reports
     from emclip.data import get_protocol
+    from emclip.engine import prepare_run
 
     task = get_task(task)
     prof = _profile(profile)
@@ -215,27 +233,34 @@ def run_protocol(task: Task | str, protocol: str, models: Sequence[str], seeds: 
     targets = [task.check_domain(d) for d in (target_domains or task.domains)]
     out = Path(out_dir) if out_dir is not None else None
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else (out / "checkpoints" if out else None)
-    test_sets = _test_sets(task, targets, prof, source, root)
+    for folder in (out, ckpt_dir):
+        if folder is not None:
+            check_output(folder, "dir")
+    test_sets = {d: _test_set(task, d, source, root, prof.image_size, prof.test_per_domain) for d in targets}
     grid = [(split, method, seed) for split in all_splits for method in models for seed in seeds]
     if progress:
         from tqdm.auto import tqdm
 
         grid = tqdm(grid, desc=f"{task.name} {protocol}")
+    say = (grid.write if progress else lambda *a: None)
     tables, images = [], []
     for split, method, seed in grid:
         if progress:
             grid.set_postfix_str(f"{split.name} {method} s{seed}")
+        run = prepare_run(method, task, split.train_domains, prof, seed, source, root)
         ckpt = None
         if ckpt_dir is not None:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             ckpt = find_checkpoint(ckpt_dir, task, method, split.train_domains, prof, seed)
-        model, _ = load_or_train(method, task, split.train_domains, prof, seed, source, root, ckpt)
+            if not ckpt.is_file() and reuse_from:
+                adopt_checkpoint(run, ckpt, reuse_from, say)
+        model = run.train(ckpt, resume=True, overwrite=overwrite, progress=False, device=device).model
         keys = {"task": task.name, "protocol": protocol, "split": split.name,
                 "source_domains": "+".join(split.train_domains), "method": method, "seed": seed}
         table, per_image = _score_domains(model, task, test_sets, keys, split.train_domains, prof.batch_size, device)
         tables.append(table)
         images.append(per_image)
-        del model
+        del model, run
         if out is not None:
             _save(pd.concat(tables, ignore_index=True), pd.concat(images, ignore_index=True), out, reports)
     return pd.concat(tables, ignore_index=True)[list(RESULT_COLUMNS)]
@@ -248,46 +273,57 @@ def _save(table: pd.DataFrame, per_image: pd.DataFrame, out: Path, reports) -> N
     reports.write_report(table, out)
 
 
-def _parse_checkpoint_name(path: Path) -> dict:
-    """``train_domains`` and ``seed`` from a :func:`emclip.engine.checkpoint_name` file name, if it is one."""
-    parts = path.stem.split("_")  # task_model_domains_profile[_seedN][_tag]
-    if len(parts) not in (4, 5, 6):
-        return {}
-    out = {"train_domains": parts[2].split("+")}
-    if len(parts) >= 5 and parts[4].startswith("seed") and parts[4][4:].isdigit():
-        out["seed"] = int(parts[4][4:])
-    return out
+def evaluate_checkpoints(paths: Sequence[str | os.PathLike], task: Task | str | None = None,
+                         domains: Sequence[str] | None = None, profile=None, source: str | None = None,
+                         root=None, device="auto", say=None) -> pd.DataFrame:
+    """Evaluate saved checkpoints on the test images of ``domains`` (default: all), each as recorded.
 
+    Each checkpoint is rebuilt from its run record (:func:`emclip.engine.load_run`) and scored on
+    test sets made with *its* data settings: image size and per-domain count from the record,
+    source and root from the record unless ``source`` / ``root`` are given (to test a model on
+    another data set). ``profile`` is not used for sizes (kept so that callers that pass it keep
+    working). Rows as :func:`run_protocol`'s, ``method`` = the record's model name, ``split`` =
+    the checkpoint's file stem (a label), ``seed`` and ``in_domain`` from the record.
 
-def evaluate_checkpoints(paths: Sequence[str | os.PathLike], task: Task | str, domains: Sequence[str] | None = None,
-                         profile=None, source: str = "synthetic", root=None, device="auto") -> pd.DataFrame:
-    """Evaluate saved checkpoints on the test images of ``domains`` (default: all).
-
-    Each checkpoint is rebuilt with :func:`emclip.engine.load_model` (the model name and config
-    stored in the file). Returns :func:`run_protocol`-style rows with ``method`` = the model name, ``split`` = the checkpoint's file stem, ``seed`` and training domains from the file's
-    ``meta`` or its :func:`emclip.engine.checkpoint_name` (seed 0 and ``in_domain`` False when unknown).
+    A checkpoint that cannot be evaluated (unreadable, another task, data not found) is skipped
+    with a one-line message (``say``, default: stderr); the others are kept. The returned table's
+    ``attrs["skipped"]`` lists ``{"path", "error"}`` for each skipped file (the CLI exits non-zero
+    then, and :func:`emclip.reports.markdown_report` lists them). When none can be evaluated,
+    :class:`~emclip.errors.CheckpointError` names every file and its problem.
     """
     from emclip import engine
 
-    task = get_task(task)
-    prof = _profile(profile)
-    targets = [task.check_domain(d) for d in (domains or task.domains)]
-    test_sets = _test_sets(task, targets, prof, source, root)
-    tables = []
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint {path} does not exist; train one with notebook 04, "
-                                    "`emclip evaluate --protocol ...` or emclip.engine.train_from_profile.")
-        stored = engine.load_checkpoint(path)  # the stored dict (config, task, meta); no model given
-        if stored.get("task") not in (None, task.name):
-            raise ValueError(f"checkpoint {path} was trained for task {stored['task']!r}, not {task.name!r}; "
-                             f"pass --task {stored['task']}.")
-        model = engine.load_model(path)
-        meta = {**_parse_checkpoint_name(path), **stored.get("meta", {})}
-        train_domains = list(meta.get("train_domains") or [])
-        keys = {"task": task.name, "protocol": "checkpoint", "split": path.stem,
-                "source_domains": "+".join(train_domains), "method": getattr(model, "name", path.stem),
-                "seed": int(meta.get("seed", 0) or 0)}
-        tables.append(_score_domains(model, task, test_sets, keys, train_domains, prof.batch_size, device)[0])
-    return pd.concat(tables, ignore_index=True)[list(RESULT_COLUMNS)]
+    task = get_task(task) if task is not None else None
+    say = say or (lambda text: print(text, file=sys.stderr))
+    cache, tables, skipped = {}, [], []
+    for path in map(Path, paths):
+        try:
+            model, record = engine.load_run(path, device="cpu")
+            run_task = get_task(record["task"])
+            if task is not None and run_task.name != task.name:
+                raise CheckpointError(f"{path} was trained for task {run_task.name!r}, not {task.name!r}; pass "
+                                      f"--task {run_task.name}.")
+            data = record["data"]
+            if "image_size" not in data:
+                raise CheckpointError(f"{path} does not record its data sizes (it was trained with train() on the "
+                                      "caller's own loaders): score it with emclip.evaluation.evaluate_model on that data.")
+            spec = (source or data["source"], root if root is not None else data["root"], data["image_size"],
+                    data["test_per_domain"])
+            targets = [run_task.check_domain(d) for d in (domains or run_task.domains)]
+            for d in targets:
+                if (d, *spec) not in cache:
+                    cache[(d, *spec)] = _test_set(run_task, d, *spec)
+            train_domains = list(data["train_domains"])
+            keys = {"task": run_task.name, "protocol": "checkpoint", "split": path.stem,
+                    "source_domains": "+".join(train_domains), "method": record["model"]["name"],
+                    "seed": int(record["train"]["seed"])}
+            sets = {d: cache[(d, *spec)] for d in targets}
+            tables.append(_score_domains(model, run_task, sets, keys, train_domains, 16, device)[0])
+        except EmclipError as err:
+            skipped.append({"path": str(path), "error": str(err)})
+            say(f"skipped {path}: {err}")
+    if not tables:
+        raise CheckpointError("No checkpoint could be evaluated: " + "; ".join(f"{s['error']}" for s in skipped))
+    table = pd.concat(tables, ignore_index=True)[list(RESULT_COLUMNS)]
+    table.attrs["skipped"] = skipped
+    return table

@@ -22,6 +22,7 @@ from emclip.engine import (
     train_from_profile,
 )
 from emclip.engine.checkpoint import rng_state, set_rng_state
+from emclip.errors import CheckpointError
 from emclip.losses import get_loss
 from emclip.models import create_model
 
@@ -88,7 +89,7 @@ def test_kill_and_resume_is_bit_exact(tmp_path):
         assert torch.equal(a[key], b[key]), key
     assert straight.history["loss"].tolist() == resumed.history["loss"].tolist()
     ckpt = torch.load(tmp_path / "b" / "run.pt", weights_only=True)
-    assert ckpt["step"] == 8 and {"model", "optimizer", "scheduler", "rng", "config"} <= set(ckpt)
+    assert ckpt["step"] == 8 and {"model", "optimizer", "scheduler", "rng", "record"} <= set(ckpt)
 
 
 def test_non_finite_loss_stops_clearly():
@@ -123,9 +124,9 @@ def test_checkpoint_round_trip_and_load_model(tmp_path):
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(rebuilt(x), result.model.eval()(x))
     other = create_model("unet", "cardiac", profile="ci")
-    with pytest.raises(ValueError, match="holds model 'emclip'"):
+    with pytest.raises(CheckpointError, match="holds model 'emclip'"):
         load_checkpoint(result.checkpoint_path, other)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError, match="No checkpoint at .*missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
     preds = predict(result.model, _loader("cardiac", n=3, batch=2), "cpu")
     assert preds.logits.shape == (3, 4, 32, 32) and preds.labels.shape == (3, 32, 32) and len(preds.ids) == 3

@@ -1,4 +1,4 @@
-"""Figures of the cross-domain evaluation (notebook 05).
+"""Figures of the cross-domain evaluation (notebook 06).
 
 * :func:`plot_dice_heatmap` — method x target domain heatmap of a metric (seaborn).
 * :func:`plot_domain_boxplots` — per-image score distributions per domain and method.
@@ -106,7 +106,7 @@ def rank_images(per_image: pd.DataFrame, metric: str = "dice", domain: str | Non
 
 def case_figure(per_image: pd.DataFrame, models, datasets, task, method: str, domain: str, rank: int = 0,
                 metric: str = "dice", seed: int | None = None, device="cpu"):
-    """The case browser of notebook 05: the ``rank``-th best image (0 = best) of ``method`` on ``domain``.
+    """The case browser of notebook 06: the ``rank``-th best image (0 = best) of ``method`` on ``domain``.
 
     Args:
         per_image: the tidy per-image table of :func:`emclip.evaluation.run_protocol` (columns
