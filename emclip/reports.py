@@ -310,6 +310,9 @@ def markdown_report(df: pd.DataFrame, metrics: Sequence[str] = ("dice", "hd95"),
                  f"{', '.join(method_order(df['method'].unique()))}. Cells are mean ± std over seeds "
                  "(std omitted with one seed) of the per-domain mean over test images; out-of-domain "
                  "columns average over every split in which that domain was unseen.")
+    skipped = df.attrs.get("skipped") or []
+    if skipped:  # emclip.evaluation.evaluate_checkpoints: files that could not be evaluated
+        parts.append("## Skipped checkpoints\n\n" + "\n".join(f"- `{s['path']}`: {s['error']}" for s in skipped))
     for metric in metrics:
         if metric not in df.columns:
             continue
