@@ -32,6 +32,7 @@ from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 
 from emclip import fileio
+from emclip.em import discard_em_updates, update_em_bases
 from emclip.engine import distributed as ddp
 from emclip.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, set_rng_state, unwrap
 from emclip.engine.precision import select_precision
@@ -155,19 +156,6 @@ def _loader_data(train_loader, val_loader) -> dict:
             "val_images": size(val_loader) if val_loader is not None else None}
 
 
-def _em_step(model: nn.Module, finite: bool) -> None:
-    """Commit the EM bases a training forward computed when the loss is finite, else drop them.
-
-    Uses ``emclip.em.update_em_bases`` / ``discard_em_updates`` when the EM module offers them
-    (no-ops for models without an EM unit).
-    """
-    from emclip import em
-
-    step = getattr(em, "update_em_bases" if finite else "discard_em_updates", None)
-    if step is not None:
-        step(model)
-
-
 def _existing_checkpoint(path: Path | None, record: dict, resume: bool, overwrite: bool) -> dict | None:
     """The checkpoint to resume from (or ``None``); refuses what must not be resumed or overwritten."""
     if path is None or not path.exists() or overwrite:
@@ -288,9 +276,8 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
         with precision.autocast():
             logits = net(images)
         loss = loss_fn(logits.float(), mask)
-        finite = ddp.all_true(bool(torch.isfinite(loss)))  # every rank stops together
-        if not finite:
-            _em_step(bare, finite=False)
+        if not ddp.all_true(bool(torch.isfinite(loss))):  # every rank stops together
+            discard_em_updates(bare)  # a bad batch never reaches the EM bases
             bar.close()
             kept = (f"The last checkpoint ({checkpoint_path}, step {saved_at}) is intact." if saved_at is not None
                     else "No checkpoint of this run was written.")
@@ -306,11 +293,11 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
         used_lr = optimizer.param_groups[0]["lr"]
         scaler.step(optimizer)
         scaler.update()
+        update_em_bases(bare)  # the EM bases move only after a finite loss (averaged over DDP ranks)
         scheduler.step()
-        _em_step(bare, finite=True)
         step += 1
-        row = {"step": step, "loss": ddp.all_reduce_mean(float(loss.detach())), "lr": used_lr,
-               "train_dice": ddp.all_reduce_mean(float(region_dice(logits, mask, task).mean()))}
+        row = {"step": step, "lr": used_lr, **ddp.all_reduce_means(  # means over the ranks' batches
+            {"loss": float(loss.detach()), "train_dice": float(region_dice(logits, mask, task).mean())})}
         if val_loader is not None and (step == steps or (eval_every and step % eval_every == 0)):
             validate(row)
         rows.append(row)
