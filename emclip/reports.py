@@ -40,15 +40,8 @@ import pandas as pd
 
 from emclip.fileio import atomic_write_text
 
-#: What each factory model is, for the comparison table (unknown names are listed as "other").
-METHOD_ROLES = {
-    "emclip": "proposed",
-    "unet": "baseline",
-    "clip-linear": "baseline",
-    "emclip-no-em": "ablation",
-    "emclip-no-text": "ablation",
-}
-ROLE_ORDER = ("proposed", "baseline", "ablation", "other")
+#: roles of the factory's model configs (``role`` key), in the order tables list them, then the rest
+ROLE_ORDER = ("proposed", "baseline", "ablation", "control", "other")
 LOWER_IS_BETTER = {"dice": False, "hd95": True, "assd": True}
 REQUIRED_COLUMNS = ("method", "seed", "target_domain", "in_domain", "region")
 AVG = "Avg"
@@ -89,10 +82,17 @@ def _select(df: pd.DataFrame, domains: str) -> pd.DataFrame:
     return df[~mask] if domains == "out" else df[mask]
 
 
+def method_role(name: str) -> str:
+    """What a method is, read from its model config's ``role`` (``other`` for names outside the factory)."""
+    from emclip.models import get_model_config, list_models
+
+    return get_model_config(name)["role"] if name in list_models() else "other"
+
+
 def method_order(methods: Sequence[str]) -> list[str]:
-    """Methods sorted as the papers list them: the proposed model, baselines, then ablations."""
+    """Methods sorted as the papers list them: the proposed model, baselines, ablations, controls."""
     methods = list(dict.fromkeys(methods))
-    return sorted(methods, key=lambda m: (ROLE_ORDER.index(METHOD_ROLES.get(m, "other")), methods.index(m)))
+    return sorted(methods, key=lambda m: (ROLE_ORDER.index(method_role(m)), methods.index(m)))
 
 
 def summary_stats(df: pd.DataFrame, metric: str = "dice", domains: str = "out") -> pd.DataFrame:
@@ -191,7 +191,7 @@ def comparison_table(df: pd.DataFrame, metric: str = "dice", reference: str = "e
     stats = summary_stats(df, metric, "out")
     mean, std = stats["mean"], stats["std"]
     out = pd.DataFrame(index=mean.index)
-    out["role"] = [METHOD_ROLES.get(m, "other") for m in mean.index]
+    out["role"] = [method_role(m) for m in mean.index]
     for reg in mean[AVG].columns:
         out[reg] = [format_mean_std(m, s, digits) for m, s in zip(mean[(AVG, reg)], std[(AVG, reg)])]
     avg = mean[(AVG, AVG)]
@@ -227,21 +227,21 @@ def distance_table(df: pd.DataFrame, metric: str = "hd95", digits: int = 2) -> p
     return out.reindex(method_order(out.index))
 
 
-#: The ablation that removes each EM-CLIP component.
-ABLATIONS = {"EM aggregation": "emclip-no-em", "text guidance": "emclip-no-text"}
-
-
 def ablation_effects(df: pd.DataFrame, metric: str = "dice", reference: str = "emclip",
                      tolerance: float | None = None) -> pd.DataFrame:
     """What each component (and EM-CLIP vs the best baseline) changes on each unseen domain.
 
-    ``effect`` = score of ``reference`` minus score of the model without the component, per seed,
+    Compared with ``reference``: every ablation and control in ``df`` (their configs' ``role``;
+    an ablation removes one component, a control changes one ingredient, e.g. random CLIP
+    weights) and the best baseline. ``component`` names the comparison, e.g.
+    ``EM-CLIP vs `emclip-no-em` (ablation)``; ``versus`` the other method.
+    ``effect`` = score of ``reference`` minus score of the other model, per seed,
     signed so that positive means the component *helps* (for distances the sign is flipped).
     ``verdict`` is ``helps`` / ``hurts`` when ``|effect|`` exceeds ``tolerance`` (default 0.01
     for Dice, 1 pixel for distances) and the seed std of the paired differences, else
     ``no clear effect`` — design choice, not from the paper (a rule of thumb for few seeds, not
-    a significance test). Rows: ``component, target_domain`` (``Avg`` = all unseen domains),
-    ``effect, std, verdict``. Components whose ablation is missing from ``df`` are left out.
+    a significance test). Rows: ``component, versus, target_domain`` (``Avg`` = all unseen
+    domains), ``effect, std, verdict``.
     """
     tol = tolerance if tolerance is not None else (1.0 if LOWER_IS_BETTER.get(metric) else 0.01)
     sign = -1.0 if LOWER_IS_BETTER.get(metric) else 1.0
@@ -251,12 +251,13 @@ def ablation_effects(df: pd.DataFrame, metric: str = "dice", reference: str = "e
     per[AVG] = out.groupby(["method", "seed"])[metric].mean()
     methods = set(per.index.get_level_values("method"))
     if reference not in methods:
-        return pd.DataFrame(columns=["component", "target_domain", "effect", "std", "verdict"])
-    comparisons = {c: m for c, m in ABLATIONS.items() if m in methods}
-    baselines = [m for m in methods if METHOD_ROLES.get(m) == "baseline"]
+        return pd.DataFrame(columns=["component", "versus", "target_domain", "effect", "std", "verdict"])
+    roles = {m: method_role(m) for m in method_order(methods)}
+    comparisons = {f"EM-CLIP vs `{m}` ({r})": m for m, r in roles.items() if r in ("ablation", "control")}
+    baselines = [m for m, r in roles.items() if r == "baseline"]
     if baselines:
         best = max(baselines, key=lambda m: sign * per.loc[m, AVG].mean())
-        comparisons[f"EM-CLIP vs best baseline ({best})"] = best
+        comparisons[f"EM-CLIP vs best baseline (`{best}`)"] = best
     rows = []
     for component, other in comparisons.items():
         diff = sign * (per.loc[reference] - per.loc[other]).dropna(how="all")
@@ -264,7 +265,7 @@ def ablation_effects(df: pd.DataFrame, metric: str = "dice", reference: str = "e
             effect, std = diff[domain].mean(), diff[domain].std(ddof=1) if len(diff) > 1 else np.nan
             bar = max(tol, std if np.isfinite(std) else 0.0)
             verdict = "helps" if effect > bar else "hurts" if effect < -bar else "no clear effect"
-            rows.append({"component": component, "target_domain": domain, "effect": float(effect),
+            rows.append({"component": component, "versus": other, "target_domain": domain, "effect": float(effect),
                          "std": float(std), "verdict": verdict})
     return pd.DataFrame(rows)
 
@@ -281,8 +282,7 @@ def describe_effects(df: pd.DataFrame, metric: str = "dice", reference: str = "e
         doms = group[group.target_domain != AVG]
         helps = ", ".join(doms[doms.verdict == "helps"].target_domain) or "none"
         hurts = ", ".join(doms[doms.verdict == "hurts"].target_domain) or "none"
-        what = component if component.startswith("EM-CLIP") else f"{component} (EM-CLIP vs `{ABLATIONS[component]}`)"
-        lines.append(f"- **{what}**: {avg.verdict} on average over unseen domains "
+        lines.append(f"- **{component}**: {avg.verdict} on average over unseen domains "
                      f"({metric} {avg.effect:+.3f}{unit}); helps on: {helps}; hurts on: {hurts}.")
     return "\n".join(lines)
 
@@ -326,16 +326,12 @@ def to_markdown(frame: pd.DataFrame, index: bool = True, index_name: str | None 
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> Path:
-    return atomic_write_text(path, text)
-
-
 def save_frame(frame: pd.DataFrame, out_dir: str | os.PathLike, stem: str) -> tuple[Path, Path]:
     """Write ``<stem>.csv`` and ``<stem>.json`` (records, NaN -> null) atomically; returns both paths."""
     out = Path(out_dir)
-    csv_path = _atomic_write(out / f"{stem}.csv", frame.to_csv(index=False))
+    csv_path = atomic_write_text(out / f"{stem}.csv", frame.to_csv(index=False))
     records = json.loads(frame.to_json(orient="records"))
-    json_path = _atomic_write(out / f"{stem}.json", json.dumps(records, indent=1))
+    json_path = atomic_write_text(out / f"{stem}.json", json.dumps(records, indent=1))
     return csv_path, json_path
 
 
@@ -400,4 +396,4 @@ def markdown_report(df: pd.DataFrame, metrics: Sequence[str] = ("dice", "hd95"),
 
 def write_report(df: pd.DataFrame, out_dir: str | os.PathLike, stem: str = "summary", **kwargs) -> Path:
     """Write :func:`markdown_report` to ``out_dir/<stem>.md`` (atomically); returns the path."""
-    return _atomic_write(Path(out_dir) / f"{stem}.md", markdown_report(df, **kwargs))
+    return atomic_write_text(Path(out_dir) / f"{stem}.md", markdown_report(df, **kwargs))

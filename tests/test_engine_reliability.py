@@ -116,3 +116,17 @@ def test_non_finite_loss_names_no_checkpoint_that_does_not_exist(tmp_path):
               loss_fn=nan_loss)
     assert "No checkpoint of this run was written" in str(err.value) and "intact" not in str(err.value)
     assert not (tmp_path / "never.pt").exists()
+
+
+def test_a_non_finite_step_never_writes_the_em_bases():
+    def nan_loss(logits, mask):
+        return logits.float().mean() * float("nan")
+
+    torch.manual_seed(0)
+    model = create_model("emclip", "fundus", profile="ci")
+    before = model.em.mu.clone()
+    with pytest.raises(RuntimeError, match="Non-finite loss"):
+        train(model, "fundus", _loader(), steps=2, lr=1e-3, progress=False, loss_fn=nan_loss)
+    assert torch.equal(model.em.mu, before)  # the bad batch's bases were discarded
+    train(model, "fundus", _loader(), steps=1, lr=1e-3, progress=False)
+    assert not torch.equal(model.em.mu, before)  # a finite step moves them

@@ -125,7 +125,8 @@ def test_gap_and_comparison_tables():
     gap = reports.domain_gap_table(df, "dice")
     assert gap.loc["emclip", "gap (in - out)"].startswith("0.200")
     comp = reports.comparison_table(df, "dice", reference="emclip")
-    assert list(comp["role"]) == ["proposed", "baseline", "ablation"]
+    assert list(comp["role"]) == ["proposed", "baseline", "ablation"]  # each model config's "role"
+    assert [reports.method_role(m) for m in ("emclip-random", "unet-stylerand", "mine")] == ["control", "baseline", "other"]
     assert comp.loc["unet", "Δ vs emclip"] == "-0.200"
     assert comp.loc["emclip-no-em", "Δ vs emclip"] == "-0.100"
     with pytest.raises(ValueError, match="lacks columns"):
@@ -254,10 +255,12 @@ def test_headline_numbers_and_effects_text():
     assert head["best_method"] == "emclip" and head["out"]["unet"] == pytest.approx(0.505)
     assert head["reference_gap"] == pytest.approx(0.2)
     effects = reports.ablation_effects(df, "dice")
-    em = effects[(effects.component == "EM aggregation") & (effects.target_domain == "Avg")].iloc[0]
+    em = effects[(effects.versus == "emclip-no-em") & (effects.target_domain == "Avg")].iloc[0]
     assert em.effect == pytest.approx(0.1) and em.verdict == "helps"
+    assert em.component == "EM-CLIP vs `emclip-no-em` (ablation)"  # the role comes from the model config
     text = reports.describe_effects(df, "dice")
-    assert "EM aggregation" in text and "helps on average" in text and "text guidance" not in text
+    assert "EM-CLIP vs `emclip-no-em` (ablation)" in text and "helps on average" in text
+    assert "emclip-no-text" not in text  # not in the table
     worse = df.assign(dice=np.where(df.method == "emclip", df.dice - 0.3, df.dice))
     assert "hurts on average" in reports.describe_effects(worse, "dice")
 

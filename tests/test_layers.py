@@ -8,8 +8,9 @@ import pkgutil
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import emclip
 

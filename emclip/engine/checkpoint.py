@@ -176,16 +176,10 @@ def load_checkpoint(path, model: nn.Module | None = None, optimizer=None, schedu
 
 
 def build_model(record: dict) -> nn.Module:
-    """A fresh (untrained) model built from a record's model config and task."""
-    from emclip import models
+    """A fresh (untrained) model built from a record's complete model config and task."""
+    from emclip.models import create_model_from_config
 
-    config, task = dict(record["model"]["config"]), record["task"]
-    rebuild = getattr(models, "create_model_from_config", None)
-    if rebuild is not None:
-        return rebuild(config, task)
-    # until the factory offers create_model_from_config: the resolved config as overrides
-    name = config.pop("name", record["model"]["name"])
-    return models.create_model(name, task, profile=config.pop("profile", None), **config)
+    return create_model_from_config(record["model"]["config"], record["task"])
 
 
 def load_run(path, device="cpu") -> tuple[nn.Module, dict]:

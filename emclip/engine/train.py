@@ -296,8 +296,9 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
         update_em_bases(bare)  # the EM bases move only after a finite loss (averaged over DDP ranks)
         scheduler.step()
         step += 1
-        row = {"step": step, "lr": used_lr, **ddp.all_reduce_means(  # means over the ranks' batches
-            {"loss": float(loss.detach()), "train_dice": float(region_dice(logits, mask, task).mean())})}
+        means = ddp.all_reduce_means(  # over the ranks' batches: every rank logs the same numbers
+            {"loss": float(loss.detach()), "train_dice": float(region_dice(logits, mask, task).mean())})
+        row = {"step": step, "loss": means["loss"], "lr": used_lr, "train_dice": means["train_dice"]}
         if val_loader is not None and (step == steps or (eval_every and step % eval_every == 0)):
             validate(row)
         rows.append(row)
