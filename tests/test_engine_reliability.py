@@ -130,3 +130,23 @@ def test_a_non_finite_step_never_writes_the_em_bases():
     assert torch.equal(model.em.mu, before)  # the bad batch's bases were discarded
     train(model, "fundus", _loader(), steps=1, lr=1e-3, progress=False)
     assert not torch.equal(model.em.mu, before)  # a finite step moves them
+
+
+def test_an_impossible_output_location_fails_before_any_work(tmp_path):
+    from emclip.evaluation import run_protocol
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    calls = []
+
+    def counting_loss(logits, mask):
+        calls.append(1)
+        return logits.float().mean()
+
+    with pytest.raises(NotADirectoryError, match="a-file is a file"):
+        train(create_model("unet", "fundus", profile="ci"), "fundus", _loader(), steps=2, lr=1e-3, progress=False,
+              checkpoint_path=blocker / "run.pt", loss_fn=counting_loss)
+    assert calls == []  # refused before the first step, not at the first save
+    with pytest.raises(NotADirectoryError, match="a-file is a file"):
+        run_protocol("fundus", "single-source", ["unet"], seeds=[0], profile="ci", out_dir=blocker / "eval",
+                     progress=False)

@@ -31,14 +31,9 @@ from emclip.tasks import Task, get_task
 
 def _split_rule(task: Task) -> str:
     """How the real data of ``task`` is split into train / val / test (for error messages)."""
-    from emclip.data import splits
+    from emclip.data.splits import fundus_val_rule, mms_split_rule
 
-    rule = getattr(splits, "fundus_val_rule" if task.name == "fundus" else "mms_split_rule", None)
-    if rule is not None:
-        return rule()
-    if task.name == "fundus":  # until emclip.data.splits offers the sentence
-        return f"val is every {splits.FUNDUS_VAL_EVERY}th image of the domain's train folder, train the rest"
-    return "each vendor's subjects are split 70 / 10 / 20 % (train / val / test) by a stable hash of the subject code"
+    return fundus_val_rule() if task.name == "fundus" else mms_split_rule()
 
 
 def check_split_sizes(task: Task, domains, source: str, n_train: int, n_val: int) -> None:

@@ -31,7 +31,6 @@ from torch import nn
 from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 
-from emclip import fileio
 from emclip.em import discard_em_updates, update_em_bases
 from emclip.engine import distributed as ddp
 from emclip.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, set_rng_state, unwrap
@@ -39,6 +38,7 @@ from emclip.engine.precision import select_precision
 from emclip.engine.predict import mean_region_dice, region_dice
 from emclip.engine.record import TrainSettings, check_same_run, make_record
 from emclip.errors import CheckpointError
+from emclip.fileio import check_output_path
 from emclip.losses import get_loss
 from emclip.runtime import get_device, seed_everything
 from emclip.tasks import Task, get_task
@@ -80,13 +80,6 @@ def lr_lambda(steps: int, warmup_steps: int, schedule: str = "cosine", min_ratio
         return min_ratio + (1 - min_ratio) * decay
 
     return factor
-
-
-def check_output(path: Path, kind: str = "file") -> None:
-    """Fail before any work when ``path`` (a ``"file"`` or a ``"dir"``) cannot be written."""
-    check = getattr(fileio, "check_output_path", None)  # emclip.fileio.check_output_path (reliability stream)
-    if check is not None:
-        check(path, kind)
 
 
 def check_model_task(model: nn.Module, task: Task) -> None:
@@ -227,7 +220,7 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
     ckpt = _existing_checkpoint(checkpoint_path, record, resume, overwrite)
     if checkpoint_path is not None and main:
-        check_output(checkpoint_path)
+        check_output_path(checkpoint_path, "file")  # before any work: not a folder, not under a file, writable
     bare = bare.to(device)
     if device.type == "cuda":
         bare = bare.to(memory_format=torch.channels_last)

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from emclip.engine.train import check_output
 from emclip.errors import CheckpointError
 from emclip.evaluation.scoring import RESULT_COLUMNS, domain_test_set, score_domains
-from emclip.fileio import atomic_write
+from emclip.fileio import atomic_write, check_output_path
 from emclip.runtime import Profile, get_profile
 from emclip.tasks import Task, get_task
 
@@ -138,7 +137,7 @@ def run_protocol(task: Task | str, protocol: str, models: Sequence[str], seeds: 
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else (out / "checkpoints" if out else None)
     for folder in (out, ckpt_dir):
         if folder is not None:
-            check_output(folder, "dir")
+            check_output_path(folder, "dir")
     test_sets = {d: domain_test_set(task, d, source, root, prof.image_size, prof.test_per_domain) for d in targets}
     grid = [(split, method, seed) for split in all_splits for method in models for seed in seeds]
     if progress:
