@@ -183,9 +183,10 @@ def comparison_table(df: pd.DataFrame, metric: str = "dice", reference: str = "e
                      digits: int = 3) -> pd.DataFrame:
     """EM-CLIP against baselines and ablations: out-of-domain score per region and on average.
 
-    Columns: ``role`` (proposed / baseline / ablation), one ``mean ± std`` column per region and
-    ``Avg``, ``Δ vs <reference>`` (difference of the seed-averaged ``Avg`` to the reference
-    method; positive = better for Dice, worse for distances), ``in-domain Avg``.
+    Columns: ``role`` (from the model config: proposed / baseline / ablation / control), one
+    ``mean ± std`` column per region and ``Avg``, ``Δ vs <reference>`` (difference of the
+    seed-averaged ``Avg`` to the reference method; positive = better for Dice, worse for
+    distances), ``in-domain Avg``.
     """
     df = at_level(df)
     stats = summary_stats(df, metric, "out")

@@ -116,7 +116,7 @@ def test_a_ci_checkpoint_is_evaluated_at_its_own_image_size(trained, monkeypatch
 
     monkeypatch.setattr(emclip.data, "get_dataset", spy)
     monkeypatch.setenv("EMCLIP_PROFILE", "cpu")  # the current profile says 96 px and 32 test images
-    table = evaluate_checkpoints([path], "fundus", domains=["domain1", "domain2"], profile="cpu")
+    table = evaluate_checkpoints([path], "fundus", domains=["domain1", "domain2"])
     assert set(sizes) == {("test", 32, 2)}
     assert (table.n == 2).all() and set(table.method) == {"unet"} and set(table.seed) == {3}
     assert set(table[table.in_domain].target_domain) == {"domain1"}  # from the record, not the file name

@@ -15,16 +15,16 @@ from emclip.tasks import Task, get_task
 
 
 def evaluate_checkpoints(paths: Sequence[str | os.PathLike], task: Task | str | None = None,
-                         domains: Sequence[str] | None = None, profile=None, source: str | None = None,
-                         root=None, device="auto", say=None) -> pd.DataFrame:
+                         domains: Sequence[str] | None = None, source: str | None = None, root=None,
+                         device="auto", say=None) -> pd.DataFrame:
     """Evaluate saved checkpoints on the test images of ``domains`` (default: all), each as recorded.
 
     Each checkpoint is rebuilt from its run record (:func:`emclip.engine.load_run`) and scored on
     test sets made with *its* data settings: image size and per-domain count from the record,
     source and root from the record unless ``source`` / ``root`` are given (to test a model on
-    another data set). ``profile`` is not used for sizes (kept so that callers that pass it keep
-    working). Rows as :func:`run_protocol`'s, ``method`` = the record's model name, ``split`` =
-    the checkpoint's file stem (a label), ``seed`` and ``in_domain`` from the record.
+    another data set); the current run profile plays no part. Rows as :func:`run_protocol`'s,
+    ``method`` = the record's model name, ``split`` = the checkpoint's file stem (a label),
+    ``seed`` and ``in_domain`` from the record.
 
     A checkpoint that cannot be evaluated (unreadable, another task, data not found) is skipped
     with a one-line message (``say``, default: stderr); the others are kept. The returned table's
