@@ -1,4 +1,4 @@
-"""The training loop: AdamW, warm-up + cosine/poly schedule, bf16 on GPU, exact resume, DDP.
+"""The training loop: AdamW, warm-up + cosine/poly schedule, mixed precision on GPU, exact resume, DDP.
 
 ``train(model, task, train_loader, val_loader, steps=..., lr=...)`` runs ``steps`` optimiser
 steps and returns a :class:`TrainResult` whose ``history`` DataFrame has one row per step:
