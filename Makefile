@@ -51,8 +51,9 @@ site: $(SITE_STAMP)  ## the course site from the notebooks `make run` executed -
 	EMCLIP_SITE_NOTEBOOKS=$(SITE_NOTEBOOKS) NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --quiet --site-dir $(SITE_DIR) \
 	  && echo "make site: $(SITE_DIR)/index.html ($$(( $$(date +%s) - start )) s; opens from the file system)"
 
-test: $(STAMP)  ## unit tests, then every notebook through nbval in the `ci` profile
+test: $(STAMP)  ## the layer contract (import-linter), unit tests, then every notebook through nbval in the `ci` profile
 	@start=$$(date +%s); \
+	$(BIN)/lint-imports --no-cache >/dev/null && echo "layers: import contract kept" && \
 	EMCLIP_PROFILE=ci $(PY) -m pytest tests -q -p no:cacheprovider --ignore=tests/browser && \
 	EMCLIP_NO_WIDGETS=1 EMCLIP_PROFILE=ci $(PY) -m pytest $(NBVAL_FLAGS) notebooks -q -p no:cacheprovider; rc=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s (after the install)"; exit $$rc

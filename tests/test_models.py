@@ -69,6 +69,7 @@ def test_sizes_come_from_the_config_then_the_profile_then_the_overrides(capsys):
     assert model.em.num_bases == 4 and model.em.iters == 2
     assert model.decoder.pixel_embed.out_channels == 8
     assert model.config["decoder"]["channels"] == get_model_config("emclip", "ci")["decoder"]["channels"]
+    capsys.readouterr()
     create_model("emclip", "fundus", profile="cpu")
     assert "sets" not in capsys.readouterr().out  # the cpu profile runs the configs as written
 

@@ -35,6 +35,8 @@ from urllib.parse import urlparse
 import open_clip
 import torch
 
+from emclip.errors import EmclipError
+
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_MODEL = "emclip-tiny"
 TINY_MODELS = ("emclip-tiny", "emclip-tiny-rn")
@@ -45,7 +47,7 @@ _PROBE_TIMEOUT_S = 3.0
 _registered = False
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(EmclipError, RuntimeError):
     """The requested CLIP weights are neither cached nor downloadable right now."""
 
 
