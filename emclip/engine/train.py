@@ -268,17 +268,14 @@ def train_from_profile(model_name: str, task: Task | str, train_domains, profile
     model = create_model(model_name, task, profile=prof, **model_overrides)
     train_ds = domain_datasets(task, domains, "train", prof, source=source, root=root, seed=seed)
     val_ds = domain_datasets(task, domains, "val", prof, source=source, root=root, seed=seed)
-    if ddp.is_distributed():
-        from emclip.data.augment import Augment
-        from emclip.data.loaders import AugmentCollate
-
-        per_rank = max(1, prof.batch_size // ddp.get_world_size())
-        collate = AugmentCollate(Augment.from_spec(augment), seed + ddp.get_rank())
-        train_loader = ddp.shard_loader(train_ds, per_rank, seed=seed, num_workers=prof.num_workers,
-                                        collate_fn=collate)
-    else:
-        train_loader = make_dataloader(train_ds, prof.batch_size, shuffle=True, augment=augment, seed=seed,
-                                       num_workers=prof.num_workers, drop_last=len(train_ds) >= prof.batch_size)
+    # perf: loader wiring -- batches are delivered and augmented on the training device; under
+    # torchrun each rank reads its shard (DistributedSampler) and augments with its own stream
+    world = ddp.get_world_size() if ddp.is_distributed() else 1
+    train_device = ddp.local_device() if world > 1 else get_device(device)
+    per_rank = max(1, prof.batch_size // world)
+    train_loader = make_dataloader(train_ds, per_rank, shuffle=True, augment=augment, seed=seed,
+                                   num_workers=prof.num_workers, drop_last=world > 1 or len(train_ds) >= per_rank,
+                                   device=train_device, rank=ddp.get_rank(), world_size=world)
     val_loader = make_dataloader(val_ds, prof.batch_size, shuffle=False, num_workers=prof.num_workers)
     return train(model, task, train_loader, val_loader, steps=steps or prof.train_steps, lr=prof.lr,
                  device=device, seed=seed, checkpoint_path=checkpoint_path, resume=resume,
