@@ -1,4 +1,4 @@
-"""The checkers of notebook 02's exercises accept right answers and explain wrong ones."""
+"""The checkers of notebook 03's exercises accept right answers and explain wrong ones."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The checker of notebook 03's exercise accepts a right answer and explains wrong ones."""
+"""The checker of notebook 04's exercise accepts a right answer and explains wrong ones."""
 
 from __future__ import annotations
 

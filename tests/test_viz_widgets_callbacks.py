@@ -1,4 +1,4 @@
-"""The explorer callbacks of notebooks 01, 02 and 04 (05's is tested in test_evaluation.py): each
+"""The explorer callbacks of notebooks 01, 03 and 05 (06's is tested in test_evaluation.py): each
 draws the requested sample / map / prediction, and fails clearly on a bad choice."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checkers for notebook 02's exercises: prompt ensembling and pixel-text similarity maps.
+"""Checkers for notebook 03's exercises: prompt ensembling and pixel-text similarity maps.
 
 - ``check_prompt_ensemble(student_fn)``: ``student_fn(per_class)`` takes a list (one entry per
   class) of text embeddings (P_c, D), as ``encode_text`` returns them (not normalised), and returns

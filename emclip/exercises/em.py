@@ -1,4 +1,4 @@
-"""Checker for notebook 03's exercise: write the EM iterations yourself.
+"""Checker for notebook 04's exercise: write the EM iterations yourself.
 
 ``check_em_iterations(student_fn)`` calls ``student_fn(x, mu, iters, lam) -> (mu, z)`` on a few
 random cases and compares it with :func:`emclip.em.em_iterations`; it raises an

@@ -1,4 +1,4 @@
-"""Checker for notebook 05's exercise: write the per-image Dice yourself.
+"""Checker for notebook 06's exercise: write the per-image Dice yourself.
 
 ``check_dice(student_fn)`` calls ``student_fn(pred, target)`` with bool tensors (B, H, W) and
 expects one Dice per image (anything ``numpy.asarray`` turns into shape (B,)). It compares with

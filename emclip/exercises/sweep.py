@@ -1,4 +1,4 @@
-"""Checker for notebook 06's exercise: pick the best setting from a gathered sweep table.
+"""Checker for notebook 07's exercise: pick the best setting from a gathered sweep table.
 
 ``check_best_params(student_fn)`` calls ``student_fn(table, metric, params) -> dict`` on small
 tables with several seeds and per-domain metric columns (``dice.domain1`` ...) and compares the

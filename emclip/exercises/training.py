@@ -1,4 +1,4 @@
-"""Checkers for notebook 04's exercises: the two hand-written steps of the text-guided decoder.
+"""Checkers for notebook 05's exercises: the two hand-written steps of the text-guided decoder.
 
 - ``check_film(student_fn)``: ``student_fn(x, attn, values, gamma_beta_conv)`` with features
   x (B, C, h, w), attention over classes attn (B, R, h, w), class values (R, A) and the FiLM

@@ -1,4 +1,4 @@
-"""Figures for notebook 02 (CLIP features): PCA-RGB of patch features, pixel-text similarity
+"""Figures for notebook 03 (CLIP features): PCA-RGB of patch features, pixel-text similarity
 maps, the text-embedding similarity matrix and 2-D maps (PCA / t-SNE) of image embeddings."""
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def plot_similarity_maps(images, similarity, names, titles=None):
 
 
 def prompt_map_figure(images, similarity, names, domains, domain: str, index: int, name: str, masks=None):
-    """One image and one prompt's similarity map (the zero-shot explorer of notebook 02).
+    """One image and one prompt's similarity map (the zero-shot explorer of notebook 03).
 
     Args:
         images: (B, 3, H, W); similarity: (B, K, h, w) pixel-text cosine similarities.

@@ -1,4 +1,4 @@
-"""Figures for notebook 03 (EM aggregation): EM on the unit circle, responsibility maps of the
+"""Figures for notebook 04 (EM aggregation): EM on the unit circle, responsibility maps of the
 K bases per iteration, parameter grids, compactness bars and the attention-cost curves.
 
 :func:`responsibility_figure` is the callback of the notebook's ipywidgets explorer: a plain

@@ -1,4 +1,4 @@
-"""Plots for training (notebook 04): loss and Dice curves, prediction overlays, parameter table.
+"""Plots for training (notebook 05): loss and Dice curves, prediction overlays, parameter table.
 
 ``plot_history(history)`` takes the DataFrame of :func:`emclip.engine.train` (columns
 ``step, loss, lr, train_dice, val_dice_<region>...``); ``plot_predictions`` shows image, ground
@@ -90,7 +90,7 @@ def plot_predictions(images: torch.Tensor, masks: torch.Tensor, logits: torch.Te
 
 @torch.no_grad()
 def prediction_figure(model: torch.nn.Module, task, dataset, index: int = 0, device="cpu"):
-    """The prediction browser of notebook 04: image, ground truth and prediction of ``dataset[index]``,
+    """The prediction browser of notebook 05: image, ground truth and prediction of ``dataset[index]``,
     titled with that image's Dice (mean over regions). Runs ``model`` in eval mode on one image.
 
     dataset: any Dataset of sample dicts (image (3, H, W), mask (H, W), id, domain). Returns the Figure.

@@ -1,0 +1,155 @@
+# %% [markdown]
+# # 00 · Welcome to emclip
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/emclip-kit/emclip/blob/main/notebooks/00_welcome.ipynb)
+#
+# **You will learn to**
+#
+# - say what EM-CLIP is and what each notebook teaches
+# - choose a run profile (ci / cpu / gpu) and see the device the kit will use
+# - read the two tasks: regions, label maps, domains and class prompts
+#
+# **Expected runtime** — **CPU**: < 1 min · **GPU**: < 1 min
+
+# %% [markdown]
+# ## Parameters
+#
+# The next cell is tagged `parameters`: papermill (`-p name value`) and the `emclip sweep` command override it. `profile = None` reads `$EMCLIP_PROFILE` (`ci`, `cpu`, `gpu` or `auto`, the default, which picks `gpu` when CUDA is present).
+
+# %% tags=["parameters"]
+profile = None  # None reads $EMCLIP_PROFILE; or "ci", "cpu", "gpu", "auto"
+seed = 0
+task_name = "fundus"
+
+# %% [markdown]
+# ## Set-up
+#
+# On Colab this installs a pinned release of the kit; elsewhere it does nothing (install the kit with `make install` or `pip install -e .`).
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:
+    from IPython import get_ipython
+
+    get_ipython().run_line_magic(
+        "pip", 'install -q "emclip @ git+https://github.com/emclip-kit/emclip@v0.1.0"'
+    )
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+import emclip
+import emclip.runlog
+from emclip.tasks import get_task, list_tasks
+
+emclip.print_config(profile)
+
+# %% [markdown]
+# ## What this kit is
+#
+# **EM-CLIP** (Yu, Zhou et al., *Vision-Language Semantic Aggregation Leveraging Foundation Model for
+# Generalizable Medical Image Segmentation*, arXiv 2509.08570) segments medical images so that a model
+# trained on images from one hospital or scanner still works on images from another. It combines three
+# pieces, and the notebooks take them one at a time:
+#
+# | step | idea | notebook |
+# |---|---|---|
+# | foundation model | a small CLIP that the kit pretrains itself on synthetic image-text pairs, against the same model with random weights: what pretraining adds | 02 |
+# | CLIP features | a vision-language foundation model (open_clip) gives dense patch features and text embeddings of the class names | 03 |
+# | EM aggregation | Expectation-Maximization iterations (as in EMANet) cluster the dispersed patch features into K compact semantic centres | 04 |
+# | text-guided pixel decoder | the class text embeddings steer the pixel features and score every pixel | 05 |
+# | cross-domain evaluation | train on some centres, test on unseen ones (Dice, HD95 per domain and region) | 06 |
+#
+# Everything runs offline on synthetic multi-centre data (notebook 01) and a tiny randomly initialised CLIP;
+# with internet or a cache the same code uses real CLIP weights, and with `EMCLIP_DATA_DIR` set the real data sets.
+
+# %% [markdown]
+# ## The run profile and the device
+#
+# One switch sizes every run. `ci` takes seconds (tests), `cpu` a few minutes on a laptop, `gpu` is paper scale.
+
+# %%
+prof = emclip.get_profile(profile)
+device = emclip.get_device("auto")
+emclip.seed_everything(seed)
+print(f"profile {prof.name!r} on {device}")
+pd.DataFrame([p.as_dict() for p in emclip.PROFILES.values()]).set_index("name")
+
+# %% [markdown]
+# ## The two tasks
+#
+# **Fundus** (DoFE's Fundus-DG benchmark): optic disc and cup in colour fundus photographs from four centres.
+# The disc contains the cup, so the model predicts two independent (sigmoid) channels.
+# **Cardiac** (M&Ms): left ventricle, myocardium and right ventricle in short-axis cine MRI from four vendors;
+# the classes are disjoint, so the model predicts a softmax over background + 3 classes.
+
+# %%
+rows = []
+for name in list_tasks():
+    task = get_task(name)
+    for domain in task.domains:
+        rows.append(
+            {
+                "task": name,
+                "mode": task.mode,
+                "domain": domain,
+                "centre / vendor": task.domain_names[domain],
+                "regions": ", ".join(task.region_names),
+                "logit channels": task.num_outputs,
+            }
+        )
+tasks_table = pd.DataFrame(rows)
+tasks_table
+
+# %% [markdown]
+# Each logit channel has a few text prompts; CLIP's *prompt ensembling* averages their embeddings.
+
+# %%
+task = get_task(task_name)
+for channel, sentences in zip(task.output_names, task.prompts()):
+    print(f"{channel:>10s}: {sentences[0]!r} (+{len(sentences) - 1} more)")
+
+# %% [markdown]
+# ## Label maps and regions
+#
+# A sample's mask is a label map. For fundus, 0 is background, 1 the disc rim and 2 the cup;
+# the *disc* region is labels 1 and 2, the *cup* region label 2. Here is a toy label map made of two circles:
+
+# %%
+yy, xx = np.mgrid[:64, :64]
+radius = np.hypot(yy - 32, xx - 32)
+label_map = torch.from_numpy(np.where(radius < 10, 2, np.where(radius < 20, 1, 0)))
+regions = get_task("fundus").region_masks(label_map)
+fig, axes = plt.subplots(1, 3, figsize=(9, 3))
+axes[0].imshow(label_map, cmap="viridis")
+axes[0].set_title("label map (0/1/2)")
+for ax, name, region in zip(axes[1:], get_task("fundus").region_names, regions):
+    ax.imshow(region, cmap="gray")
+    ax.set_title(f"region '{name}'")
+for ax in axes:
+    ax.axis("off")
+plt.show()
+
+# %%
+# The disc region contains the cup region, and the areas follow from the two radii.
+assert bool((regions[1] <= regions[0]).all())
+disc_area, cup_area = (int(r.sum()) for r in regions)
+assert abs(disc_area - np.pi * 20**2) / (np.pi * 20**2) < 0.05
+assert abs(cup_area - np.pi * 10**2) / (np.pi * 10**2) < 0.1
+emclip.runlog.record(profile=prof.name, device=str(device), cup_to_disc_area=cup_area / disc_area)
+
+# %% [markdown]
+# ## Where to go next
+#
+# Work through the notebooks in order: `01_multicentre_data` → `02_foundation_model` → `03_clip_features` →
+# `04_em_aggregation` → `05_decoder_training` → `06_cross_domain_evaluation` → `07_parameter_sweeps`.
+#
+# ## Exercises
+#
+# 1. Set `profile = "cpu"` in the parameters cell and re-run: which sizes change?
+# 2. `get_task("cardiac").region_masks(...)` on a label map with values 0..3: check that the three regions never overlap.
+# 3. Run `emclip info` in a terminal and find where the kit looks for real data.

@@ -1,0 +1,297 @@
+# %% [markdown]
+# # 03 · CLIP features: dense patch features, text embeddings, zero-shot maps and the domain gap
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/emclip-kit/emclip/blob/main/notebooks/03_clip_features.ipynb)
+#
+# **You will learn to**
+#
+# - load a CLIP model with open_clip and tell which weights run (real, file, or the tiny random default)
+# - extract multi-level dense patch features and look at them as PCA colours
+# - build prompt-ensembled class text embeddings and compare them
+# - draw zero-shot pixel-text similarity maps (MaskCLIP's value path) and score them
+# - measure the domain gap of image embeddings with PCA, t-SNE and a linear probe
+#
+# **Expected runtime** — **CPU (ci profile)**: < 1 min · **CPU (cpu profile)**: ~1 min · **GPU (gpu profile, ViT-B-16)**: ~2 min
+
+# %% [markdown]
+# ## Parameters
+#
+# The next cell is tagged `parameters`: papermill (`-p name value`) and the `emclip sweep` command override it. `profile = None` reads `$EMCLIP_PROFILE` (`ci`, `cpu`, `gpu` or `auto`, the default, which picks `gpu` when CUDA is present).
+
+# %% tags=["parameters"]
+profile = None  # None reads $EMCLIP_PROFILE (ci, cpu, gpu, auto)
+seed = 0
+task_name = "fundus"  # "fundus" or "cardiac"
+clip_model = None  # None: the profile's clip_model (emclip-tiny on ci/cpu, ViT-B-16 on gpu)
+clip_pretrained = "profile"  # "profile": the profile's value; None (random), "auto", a tag or a weights file
+images_per_domain = None  # None: 4 on ci, 12 on cpu, 24 on gpu
+
+# %% [markdown]
+# ## Set-up
+#
+# On Colab this installs a pinned release of the kit; elsewhere it does nothing (install the kit with `make install` or `pip install -e .`).
+
+# %%
+import sys
+
+if "google.colab" in sys.modules:
+    from IPython import get_ipython
+
+    get_ipython().run_line_magic(
+        "pip", 'install -q "emclip @ git+https://github.com/emclip-kit/emclip@v0.1.0"'
+    )
+
+# %%
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+import emclip
+from emclip import runlog
+from emclip.clip import CLIPDenseEncoder, class_text_embeddings, load_clip, pixel_text_similarity
+from emclip.clip.analysis import channel_masks, domain_probe_accuracy, image_embeddings, region_contrast
+from emclip.data import get_dataset
+from emclip.exercises.clip import check_prompt_ensemble, check_similarity_map
+from emclip.tasks import get_task, list_tasks
+from emclip.viz import clip as vclip
+from emclip.viz.widgets import explore
+
+emclip.print_config(profile)
+
+# %% [markdown]
+# ## 1. Load CLIP, and say which weights run
+#
+# `load_clip(name, pretrained)` wraps open_clip. The `gpu` profile asks for `ViT-B-16` with
+# `pretrained="auto"`: the real OpenAI weights when they are cached or downloadable, otherwise a loud
+# fall-back to `emclip-tiny`, a tiny open_clip config shipped with the kit and **randomly initialised**.
+# The `ci` and `cpu` profiles use the tiny model directly, so that everything runs offline in seconds.
+# The line printed below tells you which case you are in; read the rest of the notebook with it in mind.
+
+# %%
+prof = emclip.get_profile(profile)
+emclip.seed_everything(seed)
+device = emclip.get_device("auto")
+task = get_task(task_name)
+model_name = clip_model or prof.clip_model
+pretrained = prof.clip_pretrained if clip_pretrained == "profile" else clip_pretrained
+bundle = load_clip(model_name, pretrained, device=device)
+print("CLIP weights in use ->", bundle.note)
+if bundle.is_random:
+    print(
+        "RANDOM WEIGHTS: the figures below show the machinery (shapes, maps, probes), not CLIP's knowledge. "
+        "Section 6 says what real weights show."
+    )
+encoder = CLIPDenseEncoder(bundle).to(device)  # frozen; taps three blocks, deepest last
+size = prof.image_size - prof.image_size % encoder.input_multiple
+n_per_domain = images_per_domain or {"ci": 4, "cpu": 12, "gpu": 24}[prof.name]
+print(encoder.extra_repr())
+print(f"input {size}x{size} -> feature grid {size // encoder.reduction}x{size // encoder.reduction}")
+
+# %% [markdown]
+# ## 2. Images of the four domains
+#
+# The synthetic multi-centre data of notebook 01 (same generator, test split): each domain has its own
+# colour cast, contrast, illumination, blur and noise.
+
+# %%
+batches = [get_dataset(task, d, split="test", size=size, n=n_per_domain, seed=seed) for d in task.domains]
+samples = [batch[i] for batch in batches for i in range(len(batch))]
+images = torch.stack([s["image"] for s in samples]).to(device)
+masks = torch.stack([s["mask"] for s in samples]).to(device)
+domains = [s["domain"] for s in samples]
+first = [domains.index(d) for d in task.domains]  # one example image per domain
+assert images.shape == (len(task.domains) * n_per_domain, 3, size, size)
+print(images.shape, "images;", {d: domains.count(d) for d in task.domains})
+
+# %% [markdown]
+# ## 3. Patch features as colours
+#
+# `encoder(images)` returns one feature map (B, C, h, w) per tapped block. To look at C-dimensional
+# features we project every patch onto the first three principal components (one PCA over all four images,
+# so colours mean the same everywhere) and show them as RGB. Patches with similar features get similar colours.
+
+# %%
+with torch.no_grad():
+    taps = encoder(images[first])
+for level, feats in zip(encoder.layers, taps):
+    assert feats.shape == (
+        len(first),
+        encoder.out_channels[encoder.layers.index(level)],
+        size // encoder.reduction,
+        size // encoder.reduction,
+    )
+    fig = vclip.plot_pca_rgb(
+        images[first].cpu(), feats.cpu(), titles=[f"{d} (block {level})" for d in task.domains]
+    )
+    plt.show()
+
+# %% [markdown]
+# ## 4. Text embeddings of the regions
+#
+# Each logit channel has several prompts (templates x descriptions). CLIP's *prompt ensembling* encodes
+# every sentence, normalises, averages per class and normalises again. The matrix shows the cosine
+# similarity of all class embeddings of both tasks.
+
+# %%
+names, rows = [], []
+for other in list_tasks():
+    emb = class_text_embeddings(bundle, other)
+    rows.append(emb.cpu())
+    names += [f"{other}:{n}" for n in get_task(other).output_names]
+all_text = torch.cat(rows)
+assert torch.allclose(all_text.norm(dim=1), torch.ones(len(names)), atol=1e-5)
+fig = vclip.plot_text_similarity(all_text, names)
+plt.show()
+sim = all_text @ all_text.T
+off_diag = float(sim[~torch.eye(len(names), dtype=torch.bool)].mean())
+print(f"mean off-diagonal cosine similarity: {off_diag:.3f}")
+for channel, prompts in zip(task.output_names, task.prompts()):
+    print(f"{channel:12s} {len(prompts)} prompts, e.g. {prompts[0]!r}")
+
+# %% [markdown]
+# ## 5. Zero-shot pixel-text similarity maps
+#
+# `encoder.dense_embeddings(images)` puts every patch into the joint image-text space (MaskCLIP's value
+# path through the last block: each patch attends only to itself, then `ln_post` and the projection).
+# The cosine similarity of each patch with each class embedding gives one map per prompt, with no training.
+# The *contrast* is the mean similarity inside the true region minus outside it (above 0: the prompt
+# lights up its own region).
+#
+# Note (tested in `tests/test_clip_dense.py`): the mean of these dense embeddings is *not* CLIP's global
+# image embedding, because the CLS token attends to the patches with learned, unequal weights and then goes
+# through a non-linear MLP. Only when the last block's attention is uniform does pooling the value path give
+# `encode_image` exactly.
+
+# %%
+text = class_text_embeddings(bundle, task, device=device)
+with torch.no_grad():
+    dense = encoder.dense_embeddings(images)
+similarity = pixel_text_similarity(dense, text)
+assert similarity.shape == (
+    len(images),
+    task.num_outputs,
+    size // encoder.reduction,
+    size // encoder.reduction,
+)
+assert float(similarity.abs().max()) <= 1 + 1e-5
+fig = vclip.plot_similarity_maps(
+    images[first].cpu(), similarity[first].cpu(), task.output_names, titles=list(task.domains)
+)
+plt.show()
+contrast = region_contrast(similarity, channel_masks(task, masks)).cpu()
+for name, value in zip(task.output_names, contrast.tolist()):
+    print(f"zero-shot contrast {name:12s} {value:+.3f}")
+
+# %% [markdown]
+# **Explore** every image of every domain, one class prompt at a time (needs a live kernel; the callback is
+# the plain function `emclip.viz.clip.prompt_map_figure`, which also prints that image's contrast). The
+# figure above is the static version: the first image of each domain with all prompts.
+
+# %%
+gt_masks = channel_masks(task, masks).cpu()
+
+
+def explore_similarity(domain, index, prompt):
+    vclip.prompt_map_figure(
+        images.cpu(), similarity.cpu(), task.output_names, domains, domain, index, prompt, masks=gt_masks
+    )
+    plt.show()
+
+
+explore(
+    explore_similarity,
+    domain=widgets.Dropdown(options=list(task.domains)),
+    index=widgets.IntSlider(value=0, min=0, max=n_per_domain - 1),
+    prompt=widgets.Dropdown(
+        options=[(f"{name} ({len(p)} prompts)", name) for name, p in zip(task.output_names, task.prompts())]
+    ),
+)
+
+# %% [markdown]
+# ## 6. Image embeddings of the four domains, and the domain gap
+#
+# One embedding per image (CLIP's global embedding), mapped to 2-D with PCA and t-SNE and coloured by
+# domain. The **domain gap** number is the cross-validated accuracy of a linear probe that predicts the
+# domain from the embedding: 0.25 is chance for four domains, 1.0 means the domains are perfectly separable.
+# For comparison, the same probe on down-sampled raw pixels.
+
+# %%
+emb = image_embeddings(encoder, images)
+fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+vclip.plot_embedding_scatter(emb, domains, "pca", ax=axes[0], random_state=seed)
+vclip.plot_embedding_scatter(emb, domains, "tsne", ax=axes[1], random_state=seed)
+fig.tight_layout()
+plt.show()
+probe_acc = domain_probe_accuracy(emb, domains, seed=seed)
+raw = F.adaptive_avg_pool2d(images, 8).flatten(1).cpu()
+raw_acc = domain_probe_accuracy(raw, domains, seed=seed)
+chance = 1 / len(task.domains)
+print(
+    f"domain probe accuracy: CLIP embedding {probe_acc:.2f}, raw 8x8 pixels {raw_acc:.2f}, chance {chance:.2f}"
+)
+assert 0.0 <= probe_acc <= 1.0 and emb.shape == (len(images), encoder.embed_dim)
+
+# %%
+runlog.record(
+    clip_model=bundle.model_id,
+    clip_is_random=bundle.is_random,
+    clip_domain_probe_acc=probe_acc,
+    raw_pixel_domain_probe_acc=raw_acc,
+    domain_probe_chance=chance,
+    text_offdiag_cosine=off_diag,
+    zero_shot_contrast={n: float(v) for n, v in zip(task.output_names, contrast.tolist())},
+)
+
+
+# %% [markdown]
+# ### What to expect with real CLIP weights / real data
+#
+# With the **random tiny model** the PCA colours follow low-level intensity and position, text embeddings of
+# different sentences are already fairly similar (random text towers map all sentences close together),
+# the similarity maps carry no anatomy (contrast near 0) and the domain probe reflects raw colour statistics.
+#
+# With **real weights** (`EMCLIP_PROFILE=gpu`, ViT-B-16 `openai` cached or online, or BiomedCLIP via
+# `load_clip("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")`): the PCA colours
+# separate the optic disc / the heart from the background and stay stable across domains; the text matrix
+# groups the regions of one task and separates the two tasks; the similarity maps tend to be brighter on the
+# disc than on the background, though the cup and the cardiac structures are hard for a general CLIP without
+# training (that is what EM aggregation and the decoder add in notebooks 04-05). The domain probe usually stays
+# well above chance: CLIP embeddings keep the style of each centre, which is the gap that EM-CLIP's compact
+# semantic centres aim to bridge. On the real Fundus-DG / M&Ms data (`EMCLIP_DATA_DIR`) the gap is larger
+# than on the synthetic domains.
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Prompt ensembling.** Write `my_ensemble(per_class)`: a list (one entry per class) of raw text
+#    embeddings (P_c, D) -> class embeddings (num_classes, D). The checker explains the usual mistakes.
+# 2. **Similarity maps.** Write `my_similarity(dense, text)`: dense (B, D, h, w), text (K, D) -> cosine
+#    similarities (B, K, h, w).
+# 3. **Open question.** Re-run with `CLIPDenseEncoder(bundle, layers=[1])` and compare the PCA colours of the
+#    first block with the deepest one. Which one separates the domains more (run the probe on the pooled
+#    features)? Why would a decoder want several levels?
+
+
+# %%
+def my_ensemble(per_class):
+    # TODO: normalise each row of every (P_c, D) tensor, average per class, renormalise
+    raise NotImplementedError
+
+
+try:
+    check_prompt_ensemble(my_ensemble)
+except NotImplementedError:
+    print("Exercise 1 not attempted yet: fill in my_ensemble and re-run this cell.")
+
+
+# %%
+def my_similarity(dense, text):
+    # TODO: cosine similarity of every pixel (dim 1 of dense) with every row of text -> (B, K, h, w)
+    raise NotImplementedError
+
+
+try:
+    check_similarity_map(my_similarity)
+except NotImplementedError:
+    print("Exercise 2 not attempted yet: fill in my_similarity and re-run this cell.")
