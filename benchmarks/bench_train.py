@@ -134,17 +134,24 @@ def bench_model(name, prof, task, device, steps: int, warmup: int, parts: bool =
 
 @torch.no_grad()
 def emclip_parts(model, images, device, repeats: int) -> dict:
-    """Forward seconds of EM-CLIP's parts (training mode, no autograd)."""
+    """Forward seconds of EM-CLIP's parts (training mode, no autograd): encoder, neck + EM, decoder."""
     ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def neck_em(feats):
+        deep = model.neck(feats[-1].to(model.neck.weight.dtype))
+        return model.em(deep) if model.em is not None else model.residual(deep)
+
     with ctx:
         feats = model.encoder(images)
-        deep = model.neck(feats[-1].to(model.neck.weight.dtype))
+        em_out = neck_em(feats)
+        deep = em_out.features
+        centres = em_out.bases if getattr(model.decoder, "match", None) is not None else None
+        shallow = [f.to(deep.dtype) for f in feats[:-1]]
         out = {
             "encoder (frozen CLIP)": timed(lambda: model.encoder(images), device, repeats),
-            "neck + EM": timed(lambda: model.em(model.neck(feats[-1])) if model.em else model.neck(feats[-1]),
-                               device, repeats),
-            "decoder": timed(lambda: model.decoder([*feats[:-1], deep], model.class_embeddings(), images),
-                             device, repeats),
+            "neck + EM": timed(lambda: neck_em(feats), device, repeats),
+            "decoder": timed(lambda: model.decoder([*shallow, deep], model.class_embeddings(), images,
+                                                   centres=centres), device, repeats),
         }
     return out
 
@@ -163,15 +170,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device = emclip.get_device(args.device)
     prof = emclip.get_profile(args.profile or ("gpu" if device.type == "cuda" else "cpu"))
-    if getattr(prof, "clip_pretrained", None) == "auto":  # never a silent fall-back to another tower
-        prof = prof.replace(clip_pretrained=None)  # random init: the cost is the architecture's
     if args.threads:
         torch.set_num_threads(args.threads)
     task = emclip.tasks.get_task(args.task)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     print(f"device {device} (GPU: {gpu}), torch threads {torch.get_num_threads()}, profile {prof.name}: "
-          f"batch {prof.batch_size} x {prof.image_size}px, CLIP {prof.clip_model}, K={prof.em_bases}, "
-          f"T={prof.em_iters}, task {task.name}, encoder precision {args.precision}"
+          f"batch {prof.batch_size} x {prof.image_size}px, model overrides {prof.model_overrides or 'none'}, "
+          f"task {task.name}, encoder precision {args.precision}"
           f"{', compiled' if args.compile else ''}, torch {torch.__version__}")
     for name in args.models:
         r = bench_model(name, prof, task, device, args.steps, args.warmup, precision=args.precision,

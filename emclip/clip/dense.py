@@ -53,6 +53,7 @@ from torch import nn
 
 from emclip.clip.fast_blocks import vit_block
 from emclip.errors import ConfigError
+from emclip.inputs import check_image_batch  # noqa: F401 - also re-exported here for older imports
 
 PRECISIONS = ("fp32", "bf16")
 #: the ResNet taps' common grid: stride 16 = ViT-B/16's patch grid (design choice, not from the paper)
@@ -82,31 +83,6 @@ def _resolve_layers(layers, num_levels: int, what: str) -> list[int]:
             f"(1-based, e.g. {default_layers(num_levels)}), or None for that default."
         )
     return sorted(layers)
-
-
-def check_image_batch(images, multiple: int = 1, multiple_of: str = "required multiple", where: str = "images") -> None:
-    """Raise a clear error unless ``images`` is a float (B, 3, H, W) batch in [0, 1] with H, W
-    multiples of ``multiple``. Shared by every module that takes images (encoder, models)."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{where} must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}.")
-    if images.ndim != 4:
-        raise ValueError(f"{where} must have shape (B, 3, H, W), got {tuple(images.shape)}; "
-                         "for one image use images[None].")
-    if images.shape[1] != 3:
-        raise ValueError(f"{where} must have 3 channels, got {images.shape[1]} (shape {tuple(images.shape)}); "
-                         "repeat grey images: images.expand(-1, 3, -1, -1).")
-    if not images.dtype.is_floating_point:
-        raise TypeError(f"{where} must be floating point in [0, 1], got {images.dtype}; use images.float() / 255.")
-    h, w = images.shape[-2:]
-    m = multiple
-    if h % m or w % m or h < m or w < m:
-        raise ValueError(
-            f"Input size {h}x{w} is not a multiple of {m} ({multiple_of}); "
-            f"resize to e.g. {max(m, round(h / m) * m)}x{max(m, round(w / m) * m)}."
-        )
-    if images.numel() and float(images.detach().amax()) > 2.0:
-        raise ValueError(f"{where} look like 0..255 values; expected [0, 1] (divide by 255). "
-                         "CLIP's mean/std normalisation is applied inside the encoder.")
 
 
 def _frozen_trunk(encoder: CLIPDenseEncoder, x: torch.Tensor):
@@ -457,6 +433,6 @@ class CLIPDenseEncoder(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind}, layers={self.layers}, out_channels={self.out_channels}, "
-                f"reduction={self.reduction}, embed_dim={self.embed_dim}, frozen={self.frozen}, "
+                f"same_size={self.same_size}, reductions={self.reductions}, embed_dim={self.embed_dim}, frozen={self.frozen}, "
                 f"trainable_last_blocks={self.trainable_last_blocks}, precision={self.precision}, "
                 f"compile={self.compile}")
