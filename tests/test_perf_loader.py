@@ -176,9 +176,10 @@ def test_style_mode_applies_the_style_prior_and_keeps_masks_aligned(monkeypatch)
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_batches_arrive_on_the_gpu_augmented_there():
     store = render_store(get_dataset("fundus", "domain1", n=4, size=32))
     loader = make_dataloader(store, 2, True, augment=True, device="cuda", num_workers=1)
     batch = next(iter(loader))
     assert loader.pin_memory and batch["image"].is_cuda and batch["mask"].dtype == torch.int64
+    late = make_dataloader(store, 2, True, augment=True, num_workers=1).to("cuda")
+    assert late.pin_memory and next(iter(late))["image"].is_cuda

@@ -63,6 +63,18 @@ class BatchLoader(DataLoader):
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.rank = _current_rank() if rank is None else int(rank)
 
+    def to(self, device) -> BatchLoader:
+        """Deliver (and augment) batches on ``device`` from the next epoch on; pins memory for CUDA.
+
+        For a trainer that learns the device only after the loader was built. Returns ``self``.
+        """
+        device = torch.device(device)
+        pin = device.type == "cuda"
+        if pin != self.pin_memory and self._iterator is not None:
+            self._iterator = None  # the persistent workers' iterator was built with the other setting
+        self.device, self.pin_memory = device, pin
+        return self
+
     def __iter__(self):
         if self.generator is not None:
             base = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator).item())
