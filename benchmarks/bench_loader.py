@@ -64,7 +64,7 @@ def compare_workers(task: str, repeats: int, steps: int, threads: int | None) ->
     times: dict[int, list[float]] = {0: [], 2: []}
     for _ in range(repeats):
         for workers in (0, 2):
-            store_module.synthetic_store.cache_clear()  # every run renders its data, as a fresh process would
+            store_module.clear_stores()  # every run renders its data, as a fresh process would
             start = time.perf_counter()
             train_from_profile("unet", task, [emclip.tasks.get_task(task).domains[0]],
                                profile=prof.replace(num_workers=workers), progress=False, device="cpu")

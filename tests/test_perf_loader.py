@@ -42,7 +42,7 @@ def _renders(monkeypatch) -> list:
 
 
 def test_domain_datasets_render_each_split_once(monkeypatch):
-    store_module.synthetic_store.cache_clear()
+    store_module.clear_stores()
     calls = _renders(monkeypatch)
     prof = get_profile("ci").replace(train_per_domain=5, image_size=32)
     first = domain_datasets("fundus", ["domain1", "domain2"], "train", prof, seed=3)
@@ -51,6 +51,19 @@ def test_domain_datasets_render_each_split_once(monkeypatch):
     again = domain_datasets("fundus", ["domain1", "domain2"], "train", prof, seed=3)
     assert len(calls) == 10 and len(again) == 10
     assert isinstance(first, TensorStore) and first.images.dtype == torch.uint8
+
+
+def test_a_new_process_reads_the_rendered_split_from_the_disk_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMCLIP_SYNTHETIC_CACHE", str(tmp_path))
+    store_module.clear_stores()
+    calls = _renders(monkeypatch)
+    prof = get_profile("ci").replace(val_per_domain=4, image_size=32)
+    first = domain_datasets("cardiac", ["D"], "val", prof)
+    assert len(calls) == 4 and len(list(tmp_path.glob("store-cardiac-D-val-*.pt"))) == 1
+    store_module.clear_stores()  # as a fresh process would start
+    again = domain_datasets("cardiac", ["D"], "val", prof)
+    assert len(calls) == 4  # nothing rendered again
+    assert torch.equal(again.images, first.images) and again.meta == first.meta
 
 
 def test_store_samples_are_the_render_quantised_to_8_bits():

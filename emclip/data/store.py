@@ -16,17 +16,20 @@ reading one from memory costs microseconds. :func:`render_store` turns any datas
 Rendering runs in ``workers`` processes (a DataLoader over the source). :func:`synthetic_store`
 renders one synthetic (task, domain, split, n, size, seed) once per process (memoised), and keeps
 it in the on-disk cache (``$EMCLIP_SYNTHETIC_CACHE``, one file per split, memory-mapped on load)
-when that is enabled. Design choice, not from the paper.
+when that is enabled. Stores hold plain tensors, so forked loader workers share their memory.
+Design choice, not from the paper.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Dataset
 
 from emclip.data import render, styles, synthetic, synthetic_cardiac, synthetic_fundus
@@ -127,20 +130,26 @@ class RawView(Dataset):
         return {"image": self.store.images[index], "mask": self.store.masks[index], **self.store.meta[index]}
 
 
+def _one_blas_thread(_worker_id: int) -> None:
+    threadpool_limits(1, "blas")
+
+
 def render_store(dataset: Dataset, workers: int = 0, batch_size: int = 16) -> TensorStore:
     """Render every sample of ``dataset`` once into a :class:`TensorStore`.
 
-    ``workers`` > 0 renders in that many processes (order preserved).
+    ``workers`` > 0 renders in that many processes (order preserved). Rendering runs with one BLAS
+    thread per process: its matrix products are small, and more threads only contend for the cores.
     """
     if isinstance(dataset, TensorStore):
         return dataset
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=int(workers),
-                        collate_fn=_quantise_batch)
+                        collate_fn=_quantise_batch, worker_init_fn=_one_blas_thread if workers else None)
     images, masks, meta = [], [], []
-    for chunk in loader:
-        images.append(chunk["image"])
-        masks.append(chunk["mask"])
-        meta.extend(chunk["meta"])
+    with threadpool_limits(1, "blas"):
+        for chunk in loader:
+            images.append(chunk["image"])
+            masks.append(chunk["mask"])
+            meta.extend(chunk["meta"])
     if not images:
         raise ValueError("render_store got an empty dataset; there is nothing to render.")
     images = torch.cat(images)
@@ -158,21 +167,37 @@ def renderer_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
-@lru_cache(maxsize=32)
-def synthetic_store(task: str, domain: str, split: str, n: int, size: int, seed: int, workers: int = 0) -> TensorStore:
-    """The synthetic split ``(task, domain, split, n, size, seed)`` rendered once per process.
+#: rendered stores kept per process, least recently used dropped first beyond this many bytes
+MAX_STORE_BYTES = 4 * 2**30
+_STORES: OrderedDict[tuple, TensorStore] = OrderedDict()
 
-    With ``$EMCLIP_SYNTHETIC_CACHE`` set the store is also written to (and memory-mapped from) the
+
+def clear_stores() -> None:
+    """Forget the stores :func:`synthetic_store` keeps in this process (the disk cache stays)."""
+    _STORES.clear()
+
+
+def synthetic_store(task: str, domain: str, split: str, n: int, size: int, seed: int, workers: int = 0) -> TensorStore:
+    """The synthetic split ``(task, domain, split, n, size, seed)``, rendered once per process.
+
+    Kept in memory (up to :data:`MAX_STORE_BYTES` in all); ``workers`` render processes. With
+    ``$EMCLIP_SYNTHETIC_CACHE`` set the store is also written to (and memory-mapped from) the
     on-disk cache, so later processes skip the rendering too.
     """
-    dataset = SyntheticDataset(task, domain, split, n, size=size, seed=seed)
+    key = (task, domain, split, int(n), int(size), int(seed))
+    if key in _STORES:
+        _STORES.move_to_end(key)
+        return _STORES[key]
     cache = cache_from_env()
-    key = f"store-{task}-{domain}-{split}-s{seed}-n{n}-{size}px-{renderer_fingerprint()}"
-    if cache is not None:
-        state = cache.load_tensors(key)
-        if state is not None:
-            return TensorStore(state["images"], state["masks"], state["meta"])
-    store = render_store(dataset, workers=workers)
-    if cache is not None:
-        cache.save_tensors(key, store.state())
+    name = f"store-{task}-{domain}-{split}-s{seed}-n{n}-{size}px-{renderer_fingerprint()}"
+    state = cache.load_tensors(name) if cache is not None else None
+    if state is not None:
+        store = TensorStore(state["images"], state["masks"], state["meta"])
+    else:
+        store = render_store(SyntheticDataset(task, domain, split, n, size=size, seed=seed), workers=workers)
+        if cache is not None:
+            cache.save_tensors(name, store.state())
+    _STORES[key] = store
+    while len(_STORES) > 1 and sum(s.nbytes for s in _STORES.values()) > MAX_STORE_BYTES:
+        _STORES.popitem(last=False)
     return store
