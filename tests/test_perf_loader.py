@@ -79,6 +79,21 @@ def test_store_samples_are_the_render_quantised_to_8_bits():
     assert colour.images.shape[1] == 3
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_store_batches_equal_the_collated_samples(workers):
+    """One gather per batch (uint8 -> float on the device) gives what per-sample collation gives."""
+    from torch.utils.data._utils.collate import default_collate
+
+    store = render_store(get_dataset("cardiac", "C", n=5, size=32))
+    batches = list(make_dataloader(store, 2, shuffle=False, num_workers=workers))
+    assert [len(b["id"]) for b in batches] == [2, 2, 1]
+    for start, batch in zip(range(0, 5, 2), batches):
+        ref = default_collate([store[i] for i in range(start, min(start + 2, 5))])
+        assert batch.keys() == ref.keys()
+        assert torch.equal(batch["image"], ref["image"]) and torch.equal(batch["mask"], ref["mask"])
+        assert batch["id"] == ref["id"] and batch["domain"] == ref["domain"]
+
+
 def test_workers_stay_alive_across_epochs():
     loader = make_dataloader(_PidDataset(), batch_size=4, shuffle=True, num_workers=2)
     pids = [set(int(p) for b in _epoch_iterator(loader, 0, epoch) for p in b["pid"]) for epoch in range(3)]

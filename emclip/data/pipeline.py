@@ -1,9 +1,11 @@
 """The batch loader: workers that stay alive, batches moved to the device, augmentation there.
 
 :class:`BatchLoader` is the ``torch.utils.data.DataLoader`` that :func:`emclip.data.make_dataloader`
-returns. Over a :class:`~emclip.data.store.TensorStore` its workers only gather uint8 samples
-(microseconds each) and stay alive across epochs (``persistent_workers``); batches go to pinned
-memory when the device is a GPU. In the main process each batch is then moved to ``device``,
+returns. Over a :class:`~emclip.data.store.TensorStore` a batch is one indexing op on uint8 tensors
+(:meth:`~emclip.data.store.TensorStore.gather`: about one memory copy of the batch), done by the
+workers, which stay alive across epochs (``persistent_workers``), or by the main process
+(``num_workers=0``, which is enough for a store); batches go to pinned memory when the device is a
+GPU. In the main process each batch is then moved to ``device``,
 converted to float (uint8 / 255, grey repeated to 3 channels) and augmented there, as one batch,
 with torch ops.
 
@@ -58,7 +60,10 @@ class BatchLoader(DataLoader):
     def __init__(self, dataset: Dataset, *, augment: Augment | None = None, device=None, rank: int | None = None,
                  **loader_kwargs):
         self.store = dataset if isinstance(dataset, TensorStore) else None
-        super().__init__(dataset.raw if self.store is not None else dataset, **loader_kwargs)
+        if self.store is not None:  # workers hand out index batches; gather reads each batch in one op
+            super().__init__(self.store.indices, collate_fn=self.store.gather, **loader_kwargs)
+        else:
+            super().__init__(dataset, **loader_kwargs)
         self.augment = augment
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.rank = _current_rank() if rank is None else int(rank)

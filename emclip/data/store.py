@@ -10,8 +10,9 @@ reading one from memory costs microseconds. :func:`render_store` turns any datas
 - ``store[i]`` is a sample of the data contract again: float32 (3, H, W) image = uint8 / 255,
   int64 mask. Images are quantised to 8 bits (the real data sets are 8-bit images too); the
   difference from the float render is at most 1/510.
-- ``store.raw`` is the same data as uint8 samples (what the training loader moves to the device;
-  :mod:`emclip.data.pipeline` converts there).
+- ``store.gather(indices)`` reads a whole uint8 batch in one indexing op (no per-sample tensors,
+  no per-sample collation): what the training loader moves to the device, where
+  :mod:`emclip.data.pipeline` converts it.
 
 Rendering runs in ``workers`` processes (a DataLoader over the source). :func:`synthetic_store`
 renders one synthetic (task, domain, split, n, size, seed) once per process (memoised), and keeps
@@ -31,6 +32,7 @@ from pathlib import Path
 import torch
 from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data._utils.collate import default_collate
 
 from emclip.data import render, styles, synthetic, synthetic_cardiac, synthetic_fundus
 from emclip.data.cache import cache_from_env
@@ -89,10 +91,18 @@ class TensorStore(Dataset):
         return {"image": to_float_image(self.images[index]).contiguous(), "mask": self.masks[index].long(),
                 **self.meta[index]}
 
+    def gather(self, indices: Sequence[int]) -> dict:
+        """A uint8 batch in one indexing op: ``image`` (B, C, H, W), ``mask`` (B, H, W), and the
+        other keys collated as ``default_collate`` collates them (lists of str, ...)."""
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        batch = default_collate([self.meta[i] for i in index.tolist()]) if self.meta and self.meta[0] else {}
+        return {"image": self.images.index_select(0, index), "mask": self.masks.index_select(0, index), **batch}
+
     @property
-    def raw(self) -> RawView:
-        """The same samples with uint8 ``image`` (C, H, W) and ``mask`` (H, W) (for the loader)."""
-        return RawView(self)
+    def indices(self) -> IndexView:
+        """A dataset of this store's indices; a loader over it with ``collate_fn=store.gather``
+        reads whole uint8 batches (what :class:`~emclip.data.pipeline.BatchLoader` does)."""
+        return IndexView(len(self))
 
     @property
     def nbytes(self) -> int:
@@ -117,17 +127,20 @@ class TensorStore(Dataset):
         return f"TensorStore(n={n}, channels={c}, size={h}x{w}, {self.nbytes / 2**20:.1f} MiB)"
 
 
-class RawView(Dataset):
-    """A :class:`TensorStore` read as uint8 samples: ``{"image": (C, H, W), "mask": (H, W), ...meta}``."""
+class IndexView(Dataset):
+    """``n`` items that are their own index (0..n-1): the loader's sampler and workers hand out
+    indices, and :meth:`TensorStore.gather` turns a batch of them into tensors in one op."""
 
-    def __init__(self, store: TensorStore):
-        self.store = store
+    def __init__(self, n: int):
+        self.n = int(n)
 
     def __len__(self) -> int:
-        return len(self.store)
+        return self.n
 
-    def __getitem__(self, index: int) -> dict:
-        return {"image": self.store.images[index], "mask": self.store.masks[index], **self.store.meta[index]}
+    def __getitem__(self, index: int) -> int:
+        if not -self.n <= index < self.n:
+            raise IndexError(f"index {index} out of range for {self.n} samples")
+        return int(index) % self.n
 
 
 def _one_blas_thread(_worker_id: int) -> None:
