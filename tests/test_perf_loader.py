@@ -203,6 +203,18 @@ def test_style_mode_applies_the_style_prior_and_keeps_masks_aligned(monkeypatch)
     assert ((out[:, 0] > 0.25).long() == out_mask).float().mean() > 0.97  # halved by the fake style
 
 
+def test_style_mode_with_the_style_prior():
+    """With the pretrain stream's emclip.data.style_prior (skipped where this version lacks it)."""
+    pytest.importorskip("emclip.data.style_prior")
+    store = render_store(get_dataset("cardiac", "A", n=4, size=32))
+    run = [list(make_dataloader(store, 2, shuffle=False, augment="style", seed=3)) for _ in range(2)]
+    plain = list(make_dataloader(store, 2, shuffle=False))
+    for one, two, ref in zip(*run, plain):
+        assert torch.equal(one["image"], two["image"]) and torch.equal(one["mask"], two["mask"])  # repeats
+        assert not torch.allclose(one["image"], ref["image"])  # restyled (and moved)
+        assert torch.equal(one["image"][:, 0], one["image"][:, 1])  # grey MRI stays grey
+
+
 @pytest.mark.gpu
 def test_batches_arrive_on_the_gpu_augmented_there():
     store = render_store(get_dataset("fundus", "domain1", n=4, size=32))
