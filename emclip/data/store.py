@@ -24,6 +24,7 @@ Design choice, not from the paper.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import torch
 from threadpoolctl import threadpool_limits
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
 from emclip.data import render, styles, synthetic, synthetic_cardiac, synthetic_fundus
@@ -65,6 +66,16 @@ def _quantise_batch(samples: list[dict]) -> dict:
     return out
 
 
+def _select(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``tensor[index]``; in a loader worker written straight into shared memory (as
+    ``default_collate`` does), so the batch reaches the main process without another copy."""
+    if get_worker_info() is None:
+        return tensor.index_select(0, index)
+    shape = (len(index), *tensor.shape[1:])
+    storage = tensor._typed_storage()._new_shared(math.prod(shape), device=tensor.device)
+    return torch.index_select(tensor, 0, index, out=tensor.new(storage).resize_(shape))
+
+
 class TensorStore(Dataset):
     """Samples held as uint8 tensors (see the module docstring).
 
@@ -96,7 +107,7 @@ class TensorStore(Dataset):
         other keys collated as ``default_collate`` collates them (lists of str, ...)."""
         index = torch.as_tensor(list(indices), dtype=torch.long)
         batch = default_collate([self.meta[i] for i in index.tolist()]) if self.meta and self.meta[0] else {}
-        return {"image": self.images.index_select(0, index), "mask": self.masks.index_select(0, index), **batch}
+        return {"image": _select(self.images, index), "mask": _select(self.masks, index), **batch}
 
     @property
     def indices(self) -> IndexView:
