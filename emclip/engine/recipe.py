@@ -102,15 +102,13 @@ def prepare_run(model_name: str, task: Task | str, train_domains, profile: str |
     if augment is None:
         augment = (model.config.get("train") or {}).get("augment", True)
     spec = Augment.from_spec(augment)
-    if ddp.is_distributed():
-        from emclip.data.loaders import AugmentCollate
-
-        per_rank = max(1, prof.batch_size // ddp.get_world_size())
-        train_loader = ddp.shard_loader(train_ds, per_rank, seed=seed, num_workers=prof.num_workers,
-                                        collate_fn=AugmentCollate(spec, seed + ddp.get_rank()))
-    else:
-        train_loader = make_dataloader(train_ds, prof.batch_size, shuffle=True, augment=spec, seed=seed,
-                                       num_workers=prof.num_workers, drop_last=len(train_ds) >= prof.batch_size)
+    # under torchrun each rank reads its shard (DistributedSampler) and augments with its own stream
+    world = ddp.get_world_size() if ddp.is_distributed() else 1
+    per_rank = max(1, prof.batch_size // world)
+    train_loader = make_dataloader(train_ds, per_rank, shuffle=True, augment=spec, seed=seed,
+                                   num_workers=prof.num_workers, drop_last=world > 1 or len(train_ds) >= per_rank,
+                                   device=ddp.local_device() if world > 1 else None, rank=ddp.get_rank(),
+                                   world_size=world)
     val_loader = make_dataloader(val_ds, prof.batch_size, shuffle=False, num_workers=prof.num_workers)
     real_root = data_dir(root) if source == "real" else None
     data = jsonable({

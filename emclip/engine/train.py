@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 
+from emclip.data.pipeline import BatchLoader
 from emclip.em import discard_em_updates, update_em_bases
 from emclip.engine import distributed as ddp
 from emclip.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, set_rng_state, unwrap
@@ -99,8 +100,8 @@ def _epoch_iterator(loader, seed: int, epoch: int):
     """An iterator over ``loader`` whose batches depend only on ``(seed, epoch)``.
 
     Reseeds the sampler's shuffling generator (``set_epoch`` for a ``DistributedSampler``), the
-    loader's worker-seed generator and the augmentation generator of a collate function that has
-    one (:class:`emclip.data.loaders.AugmentCollate`).
+    loader's generator (from which an :class:`emclip.data.pipeline.BatchLoader` draws each epoch's
+    augmentation seeds) and the augmentation generator of a collate function that has one.
     """
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
@@ -113,7 +114,7 @@ def _epoch_iterator(loader, seed: int, epoch: int):
     generator = getattr(loader, "generator", None)
     if generator is not None and generator is not getattr(sampler, "generator", None):
         generator.manual_seed(epoch_seed + 1)
-    augment_generator = getattr(loader.collate_fn, "generator", None)  # emclip.data's AugmentCollate
+    augment_generator = getattr(loader.collate_fn, "generator", None)  # a collate function that augments
     if isinstance(augment_generator, torch.Generator):  # per rank: each process augments differently
         augment_generator.manual_seed(epoch_seed + 2 + 7_919 * ddp.get_rank())
     with torch.random.fork_rng(devices=[]):
@@ -222,6 +223,8 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
     if checkpoint_path is not None and main:
         check_output_path(checkpoint_path, "file")  # before any work: not a folder, not under a file, writable
     bare = bare.to(device)
+    if isinstance(train_loader, BatchLoader):
+        train_loader.to(device)  # batches are delivered and augmented on the training device
     if device.type == "cuda":
         bare = bare.to(memory_format=torch.channels_last)
     params = [p for p in bare.parameters() if p.requires_grad]
