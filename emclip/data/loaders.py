@@ -16,8 +16,7 @@ import os
 from collections.abc import Sequence
 
 import torch
-from torch.utils.data import ConcatDataset, Dataset, get_worker_info
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import ConcatDataset, Dataset
 
 from emclip.data.augment import Augment
 from emclip.data.cache import cache_from_env
