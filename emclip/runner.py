@@ -8,17 +8,23 @@ from 04, tables from 05) lands there and later notebooks find it. The output fol
     notebooks/NN_name.ipynb    the executed notebook      notebooks/NN_name.html   an HTML copy
     figures/NN_name/*.png      every PNG the notebook drew
     runs/NN_name/metrics.json  what it passed to emclip.runlog.record (run.json: status, timing)
+    runs/NN_name/kernel.log    what the notebook's kernel and papermill wrote to stderr
     summary.md                 status and timing per notebook, the recorded metrics, and the
                                tables the notebooks wrote (``*.md``, small ``*.csv``)
 
 A failing notebook is reported with its path and error; the others still run; the exit code is 1.
+The job's own output is one line per notebook: the kernels' stderr (for example ipykernel's
+"Kernel is running over TCP without encryption" warning, once per notebook) goes to each
+notebook's ``kernel.log`` instead of the terminal.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +36,23 @@ NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 #: folders of the output that hold run artefacts, not tables for the summary
 _NOT_TABLES = {"notebooks", "runs", "sweeps", "figures", "checkpoints", "html"}
 _MAX_CSV_ROWS = 40
+
+
+@contextlib.contextmanager
+def stderr_to(path: str | os.PathLike):
+    """Send this process's stderr (file descriptor 2, which the kernels it starts inherit) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+            yield path
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def discover(notebooks_dir: str | os.PathLike = "notebooks", only: list[str] | None = None) -> list[Path]:
@@ -195,8 +218,11 @@ def run_notebooks(notebooks_dir: str | os.PathLike = "notebooks", output: str | 
     for index, notebook in enumerate(notebooks, 1):
         say(f"[{index}/{len(notebooks)}] {notebook.name} ...", flush=True)
         executed = output / "notebooks" / notebook.name
-        status = execute_run(notebook, output / "runs" / notebook.stem, profile=profile,
-                             output_notebook=executed, results=output, timeout=timeout)
+        log = output / "runs" / notebook.stem / "kernel.log"
+        log.unlink(missing_ok=True)
+        with stderr_to(log):
+            status = execute_run(notebook, output / "runs" / notebook.stem, profile=profile,
+                                 output_notebook=executed, results=output, timeout=timeout)
         run = NotebookRun(notebook.stem, status)
         if executed.exists():  # papermill writes it even when a cell fails: the traceback is in it
             run.html = export_html(executed, executed.with_suffix(".html"))
@@ -205,7 +231,7 @@ def run_notebooks(notebooks_dir: str | os.PathLike = "notebooks", output: str | 
         if run.ok:
             say(f"    ok in {status['seconds']:.0f} s, {len(run.figures)} figure(s)")
         else:
-            say(f"    FAILED after {status['seconds']:.0f} s: {status['error']}\n    see {executed}")
+            say(f"    FAILED after {status['seconds']:.0f} s: {status['error']}\n    see {executed} (kernel messages: {log})")
     summary = write_summary(output, runs, profile, time.time() - start, since=start)
     say(f"\nExecuted notebooks and HTML: {output / 'notebooks'}\nFigures: {output / 'figures'}\n"
         f"Metrics records: {output / 'runs'}\nSummary: {summary}\n"

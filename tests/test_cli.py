@@ -217,18 +217,8 @@ def test_a_read_only_folder_is_refused(tmp_path):
 
 
 # ----- emclip evaluate with several checkpoints ---------------------------------------------------
-def _engine_skips_bad_checkpoints() -> bool:
-    import inspect
-
-    from emclip.evaluation import evaluate_checkpoints
-
-    return "say" in inspect.signature(evaluate_checkpoints).parameters
-
-
-@pytest.mark.skipif(not _engine_skips_bad_checkpoints(),
-                    reason="needs the engine-eval stream's evaluate_checkpoints, which skips bad files (branch engine)")
 def test_evaluate_keeps_the_good_checkpoints_when_one_is_bad(tmp_path, capsys):
-    """Needs the engine's skipping evaluate_checkpoints (engine-eval stream): the CLI writes the good
+    """The CLI writes the good
     checkpoints' tables, names each bad file with its reason, and exits 1."""
     import pandas as pd
 

@@ -8,6 +8,7 @@ import torch
 from emclip.data import Augment, domain_datasets, get_dataset, get_protocol, make_dataloader
 from emclip.data.augment import appearance_augment, geometric_augment
 from emclip.data.splits import SYNTHETIC_DEFAULT_N
+from emclip.errors import ConfigError
 from emclip.runtime import get_profile
 
 
@@ -100,3 +101,52 @@ def test_protocols_as_data():
     assert loo[0].name == "BCD->A" and set(loo[0].train_domains) == {"B", "C", "D"}
     with pytest.raises(ValueError, match="Valid protocols: single-source, leave-one-out"):
         get_protocol("cardiac", "cross")
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"size": "64"}, r"size='64' is invalid: give an int >= 16"),
+    ({"size": 8}, r"size=8 is invalid: give an int >= 16"),
+    ({"size": 64.5}, r"size=64.5"),
+    ({"size": True}, r"size=True"),
+    ({"seed": -1}, r"seed=-1 is invalid: give an int >= 0"),
+    ({"n": "10"}, r"n='10' is invalid: give an int >= 0 or None"),
+    ({"domain": 1}, r"Unknown domain 1. Valid domains: domain1, domain2"),
+    ({"split": None}, r"Unknown split None. Valid splits: train, val, test"),
+    ({"task": 3}, r"Unknown task 3. Valid tasks: fundus, cardiac"),
+    ({"root": 5, "source": "real"}, r"root=5 is invalid"),
+])
+def test_get_dataset_checks_argument_types_and_ranges(kwargs, pattern):
+    args = {"task": "fundus", "domain": "domain1", **kwargs}
+    with pytest.raises(ConfigError, match=pattern):
+        get_dataset(**args)
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"batch_size": 0}, r"batch_size=0 is invalid: give an int >= 1"),
+    ({"batch_size": "8"}, r"batch_size='8'"),
+    ({"shuffle": "yes"}, r"shuffle='yes' is invalid: give True or False"),
+    ({"num_workers": -1}, r"num_workers=-1 is invalid: give an int in 0..64"),
+    ({"seed": 0.5}, r"seed=0.5"),
+    ({"drop_last": 1}, r"drop_last=1"),
+    ({"device": "gpu0"}, r"device='gpu0' is invalid"),
+    ({"rank": 2, "world_size": 2}, r"rank=2 is invalid: give an int in 0..1"),
+])
+def test_make_dataloader_checks_argument_types_and_ranges(kwargs, pattern):
+    args = {"batch_size": 2, "shuffle": False, **kwargs}
+    with pytest.raises(ConfigError, match=pattern):
+        make_dataloader(get_dataset("fundus", "domain1", n=2, size=32), **args)
+    with pytest.raises(ConfigError, match="give a torch Dataset"):
+        make_dataloader("fundus", batch_size=2, shuffle=False)
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"domains": []}, r"domains=\[\] is invalid: give a domain name or a non-empty list"),
+    ({"domains": ["domain1", "X"]}, r"Unknown domain 'X'"),
+    ({"profile": 3}, r"profile=3 is invalid"),
+    ({"seed": "0"}, r"seed='0'"),
+    ({"render_workers": -2}, r"render_workers=-2"),
+])
+def test_domain_datasets_checks_argument_types_and_ranges(kwargs, pattern):
+    args = {"task": "fundus", "domains": ["domain1"], "split": "val", "profile": "ci", **kwargs}
+    with pytest.raises(ConfigError, match=pattern):
+        domain_datasets(**args)

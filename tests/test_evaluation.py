@@ -55,7 +55,7 @@ def test_evaluate_model_oracle_and_shifted():
     task = get_task("fundus")
     data = _MaskDataset()
     perfect = evaluate_model(_Oracle(), task, data, device="cpu", batch_size=2)
-    assert list(perfect.columns) == ["id", "domain", "region", "dice", "hd95", "assd"]
+    assert list(perfect.columns) == ["id", "domain", "region", "dice", "hd95", "assd", "miss"]
     assert len(perfect) == 2 * len(data) and set(perfect.region) == {"disc", "cup"}
     assert (perfect.dice == 1).all() and (perfect.hd95 == 0).all() and (perfect.assd == 0).all()
     model = _Oracle(shift=2).train()
@@ -125,7 +125,8 @@ def test_gap_and_comparison_tables():
     gap = reports.domain_gap_table(df, "dice")
     assert gap.loc["emclip", "gap (in - out)"].startswith("0.200")
     comp = reports.comparison_table(df, "dice", reference="emclip")
-    assert list(comp["role"]) == ["proposed", "baseline", "ablation"]
+    assert list(comp["role"]) == ["proposed", "baseline", "ablation"]  # each model config's "role"
+    assert [reports.method_role(m) for m in ("emclip-random", "unet-stylerand", "mine")] == ["control", "baseline", "other"]
     assert comp.loc["unet", "Δ vs emclip"] == "-0.200"
     assert comp.loc["emclip-no-em", "Δ vs emclip"] == "-0.100"
     with pytest.raises(ValueError, match="lacks columns"):
@@ -179,8 +180,7 @@ def tiny_profile():
                               val_per_domain=2, test_per_domain=2, batch_size=4)
 
 
-def test_run_protocol_fills_every_cell_and_reuses_checkpoints(tmp_path, tiny_profile, monkeypatch):
-    from emclip import engine
+def test_run_protocol_fills_every_cell_and_reuses_checkpoints(tmp_path, tiny_profile):
     from emclip.cli import main
     from emclip.evaluation import run_protocol
 
@@ -189,24 +189,23 @@ def test_run_protocol_fills_every_cell_and_reuses_checkpoints(tmp_path, tiny_pro
     df = run_protocol(task, "single-source", methods, seeds=[0], profile=tiny_profile, out_dir=tmp_path,
                       splits=["A->BCD"], progress=False)
     assert list(df.columns) == list(RESULT_COLUMNS)
-    cells = df.set_index(["method", "target_domain", "region"])
+    images = df[df.level == "image"]  # (cardiac data with volume keys adds per-volume rows)
+    cells = images.set_index(["method", "target_domain", "region"])
     assert len(cells) == len(methods) * len(task.domains) * len(task.region_names) and cells.index.is_unique
     assert df[["dice", "hd95", "assd"]].notna().all().all() and df.dice.between(0, 1).all()
-    assert (df.n == tiny_profile.test_per_domain).all()
+    assert (images.n == tiny_profile.test_per_domain).all()
     assert set(df[df.in_domain].target_domain) == {"A"}
     for name in ("results.csv", "results.json", "per_image.csv", "per_image.json", "summary.md"):
         assert (tmp_path / name).is_file(), name
     assert len(reports.load_frame(tmp_path / "per_image.csv")) == 2 * 4 * 2 * 3  # methods x domains x images x regions
     assert "| emclip | proposed |" in (tmp_path / "summary.md").read_text()
 
-    # second call: every checkpoint exists, nothing is trained, the numbers repeat
-    def no_training(*args, **kwargs):
-        raise AssertionError("run_protocol trained although the checkpoint exists")
-
-    monkeypatch.setattr(engine, "train_from_profile", no_training)
+    # second call: every checkpoint holds the same finished run: reused (not rewritten), same numbers
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").glob("*.pt")}
     again = run_protocol(task, "single-source", methods, seeds=[0], profile=tiny_profile, out_dir=tmp_path,
                          splits=["A->BCD"], progress=False)
     pd.testing.assert_frame_equal(again, df)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
     # the CLI over the saved checkpoints gives the same Dice
     ckpts = sorted(str(p) for p in (tmp_path / "checkpoints").glob("*.pt"))
@@ -256,10 +255,12 @@ def test_headline_numbers_and_effects_text():
     assert head["best_method"] == "emclip" and head["out"]["unet"] == pytest.approx(0.505)
     assert head["reference_gap"] == pytest.approx(0.2)
     effects = reports.ablation_effects(df, "dice")
-    em = effects[(effects.component == "EM aggregation") & (effects.target_domain == "Avg")].iloc[0]
+    em = effects[(effects.versus == "emclip-no-em") & (effects.target_domain == "Avg")].iloc[0]
     assert em.effect == pytest.approx(0.1) and em.verdict == "helps"
+    assert em.component == "EM-CLIP vs `emclip-no-em` (ablation)"  # the role comes from the model config
     text = reports.describe_effects(df, "dice")
-    assert "EM aggregation" in text and "helps on average" in text and "text guidance" not in text
+    assert "EM-CLIP vs `emclip-no-em` (ablation)" in text and "helps on average" in text
+    assert "emclip-no-text" not in text  # not in the table
     worse = df.assign(dice=np.where(df.method == "emclip", df.dice - 0.3, df.dice))
     assert "hurts on average" in reports.describe_effects(worse, "dice")
 
@@ -295,7 +296,7 @@ def test_cli_evaluate_errors(capsys, tmp_path):
     assert "unknown models ['nope']" in capsys.readouterr().err
     assert main(["evaluate", "--task", "fundus", "--checkpoints", str(tmp_path / "missing.pt"),
                  "--profile", "ci", "--targets", "domain1", "--out", str(tmp_path)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "No checkpoint at" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # --checkpoints and --protocol exclude each other
         main(["evaluate", "--task", "fundus", "--protocol", "single-source", "--checkpoints", "a.pt"])
 
@@ -338,3 +339,75 @@ def test_case_figure_shows_the_ranked_image_and_its_metrics():
 def test_markdown_keeps_integer_columns_integer():
     table = pd.DataFrame({"K": [4, 8], "dice": [0.5, float("nan")], "name": ["a|b", "c"]})
     assert reports.to_markdown(table, index=False).splitlines()[2:] == ["| 4 | 0.500 | a\\|b |", "| 8 | n/a | c |"]
+
+
+class _Volumes(torch.utils.data.Dataset):
+    """Cardiac test samples with the volume keys: consecutive pairs of slices form one volume."""
+
+    def __init__(self, dataset, domain):
+        self.dataset, self.domain = dataset, domain
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return {**self.dataset[i], "volume": f"{self.domain}-v{i // 2}", "slice": i % 2,
+                "spacing": torch.tensor([1.5, 1.5]), "slice_thickness": torch.tensor(8.0)}
+
+
+def _with_volumes(monkeypatch):
+    import emclip.data
+
+    real = emclip.data.get_dataset
+
+    def get_dataset(task, domain, split="train", *args, **kwargs):
+        dataset = real(task, domain, split, *args, **kwargs)
+        return _Volumes(dataset, domain) if split == "test" else dataset
+
+    monkeypatch.setattr(emclip.data, "get_dataset", get_dataset)
+
+
+def test_score_model_scores_volumes_in_3d():
+    from emclip.evaluation import score_model
+    from emclip.metrics import compute_volume_metrics
+
+    data = _Volumes(_MaskDataset(n=4), "domain1")
+    scores = score_model(_Oracle(shift=2), "fundus", data, device="cpu", batch_size=3)
+    assert len(scores.images) == 4 * 2 and len(scores.volumes) == 2 * 2  # two 2-slice volumes, two regions
+    first = scores.volumes[(scores.volumes.id == "domain1-v0") & (scores.volumes.region == "disc")].iloc[0]
+    target = torch.stack([data[i]["mask"] >= 1 for i in (0, 1)])
+    pred = torch.roll(target, 2, dims=-1)
+    assert (first.dice, first.hd95, first.assd) == compute_volume_metrics(pred, target, (8.0, 1.5, 1.5))
+    assert first.slices == 2 and score_model(_Oracle(), "fundus", _MaskDataset(n=2), device="cpu").volumes is None
+
+
+def test_cardiac_protocol_reports_volumes_first_and_slices_second(tmp_path, tiny_profile, monkeypatch):
+    from emclip.evaluation import run_protocol
+
+    _with_volumes(monkeypatch)
+    df = run_protocol("cardiac", "single-source", ["unet"], seeds=[0], profile=tiny_profile, out_dir=tmp_path,
+                      splits=["A->BCD"], progress=False)
+    volumes, images = df[df.level == "volume"], df[df.level == "image"]
+    assert len(volumes) == len(images) == 4 * 3  # domains x regions, at each level
+    assert (volumes.n == 1).all() and (images.n == 2).all()  # one 2-slice volume per domain
+    per_volume = reports.load_frame(tmp_path / "per_volume.csv")
+    assert set(per_volume.slices) == {2} and len(per_volume) == 4 * 3
+    assert reports.primary_level(df) == "volume"
+    table = reports.comparison_table(df, "dice")
+    assert table.loc["unet", "Avg"] == reports.format_mean_std(volumes[~volumes.in_domain].dice.mean(), None)
+    text = (tmp_path / "summary.md").read_text()
+    assert "per 3-D volume" in text and "## Per-slice view (secondary)" in text
+    assert "### Mean, median and miss rate (out-of-domain)" in text
+
+
+def test_distance_table_shows_mean_median_and_miss_rate():
+    df = _fake_results().assign(hd95_median=lambda d: d.hd95 / 2, assd_median=lambda d: d.assd / 2,
+                                miss_rate=lambda d: np.where(d.method == "unet", 0.5, 0.0))
+    table = reports.distance_table(df, "hd95")
+    unet = df[(df.method == "unet") & ~df.in_domain]
+    per_seed = unet.groupby("seed").hd95.mean()
+    assert table.loc["unet", "mean"] == reports.format_mean_std(per_seed.mean(), per_seed.std(ddof=1), 2)
+    assert table.loc["unet", "median"].startswith(f"{per_seed.mean() / 2:.2f}")
+    assert table.loc["unet", "miss rate"] == "50.0 %" and table.loc["emclip", "miss rate"] == "0.0 %"
+    with pytest.raises(ValueError, match="lacks columns"):
+        reports.distance_table(_fake_results(), "hd95")

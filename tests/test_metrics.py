@@ -17,13 +17,17 @@ import pytest
 import torch
 from scipy import ndimage
 
+from emclip.errors import InputError
 from emclip.metrics import (
     SegmentationMetrics,
+    VolumeMetrics,
     compute_assd,
     compute_dice,
     compute_hd95,
+    compute_volume_metrics,
     image_diagonal,
     region_metrics,
+    summarise_cases,
 )
 
 
@@ -173,7 +177,9 @@ def test_region_metrics_and_accumulator():
     acc.update(pred_r[:2], target_r[:2], domains=["d1", "d1"])
     acc.update(pred_r[2:], target_r[2:], domains=["d2", "d2"])
     frame = acc.to_frame()
-    assert list(frame.columns) == ["id", "domain", "region", "dice", "hd95", "assd"]
+    assert list(frame.columns) == ["id", "domain", "region", "dice", "hd95", "assd", "miss"]
+    assert frame["miss"].tolist() == [pred[b // 2].any() != (target[b // 2].any() if b % 2 == 0 else False)
+                                      for b in range(8)]
     assert frame["id"].nunique() == 4 and len(frame) == 8
     summary = acc.aggregate()
     d1_disc = summary[(summary.domain == "d1") & (summary.region == "disc")].iloc[0]
@@ -182,3 +188,80 @@ def test_region_metrics_and_accumulator():
     assert isinstance(summary, pd.DataFrame)
     with pytest.raises(ValueError, match="region names"):
         region_metrics(pred_r, target_r, ["disc"])
+
+
+def _scipy_volume_distances(p, t, spacing):
+    """Reference: boundary = mask minus its 3-D erosion, Euclidean distances with the voxel size."""
+    bp, bt = p & ~ndimage.binary_erosion(p, border_value=0), t & ~ndimage.binary_erosion(t, border_value=0)
+    d_pt = ndimage.distance_transform_edt(~bt, sampling=spacing)[bp]
+    d_tp = ndimage.distance_transform_edt(~bp, sampling=spacing)[bt]
+    return max(np.percentile(d_pt, 95), np.percentile(d_tp, 95)), np.concatenate([d_pt, d_tp]).mean()
+
+
+def _blob(shape, centre, radii):
+    zz, yy, xx = np.indices(shape)
+    return ((zz - centre[0]) / radii[0]) ** 2 + ((yy - centre[1]) / radii[1]) ** 2 + ((xx - centre[2]) / radii[2]) ** 2 <= 1
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (8.0, 1.25, 1.25), (5.0, 0.7, 1.4)])
+def test_volume_metrics_match_a_direct_3d_computation(spacing):
+    pred = _blob((9, 24, 24), (4, 11, 12), (3, 6, 7))
+    target = _blob((9, 24, 24), (5, 12, 10), (3, 7, 6))
+    dice, hd95, assd = compute_volume_metrics(pred, target, spacing)
+    ref_hd, ref_assd = _scipy_volume_distances(pred, target, spacing)
+    assert dice == pytest.approx(2 * (pred & target).sum() / (pred.sum() + target.sum()))
+    assert hd95 == pytest.approx(ref_hd, rel=1e-5) and assd == pytest.approx(ref_assd, rel=1e-5)
+    assert compute_volume_metrics(pred, pred, spacing) == (1.0, 0.0, 0.0)
+    empty = np.zeros_like(pred)
+    diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(pred.shape, spacing)))
+    assert compute_volume_metrics(pred, empty, spacing) == (0.0, pytest.approx(diagonal), pytest.approx(diagonal))
+    assert compute_volume_metrics(empty, empty, spacing) == (1.0, 0.0, 0.0)
+
+
+def test_volume_dice_is_not_the_mean_of_slice_dice():
+    """A slice where both masks are empty counts as Dice 1 per slice, and not at all in 3-D."""
+    target = np.zeros((4, 8, 8), bool)
+    target[0, 2:6, 2:6] = True  # the structure is on one slice only
+    pred = np.zeros_like(target)
+    pred[0, 2:6, 2:4] = True  # half of it found
+    per_slice = compute_dice(torch.from_numpy(pred), torch.from_numpy(target))
+    assert per_slice.tolist() == [pytest.approx(2 / 3), 1.0, 1.0, 1.0]
+    assert compute_volume_metrics(pred, target, (5.0, 1.0, 1.0))[0] == pytest.approx(2 / 3)
+
+
+def _stack_batches(pred, target, order, spacing=(1.5, 1.5), thickness=8.0, volume="P1-ED", domain="A"):
+    """Batches of single slices of one volume, in ``order``: region masks (1, 1, H, W) + volume keys."""
+    for z in order:
+        yield (torch.from_numpy(pred[z])[None, None], torch.from_numpy(target[z])[None, None],
+               {"volume": [volume], "slice": torch.tensor([z]), "spacing": torch.tensor([spacing]),
+                "slice_thickness": torch.tensor([thickness]), "domain": [domain]})
+
+
+def test_volume_accumulator_rebuilds_volumes_from_slices_in_any_order():
+    pred = _blob((6, 20, 20), (2, 9, 9), (2, 5, 6))
+    target = _blob((6, 20, 20), (3, 10, 10), (2, 6, 5))
+    acc = VolumeMetrics(["LV"])
+    for p, t, batch in _stack_batches(pred, target, [3, 0, 5, 1, 4, 2]):
+        assert VolumeMetrics.applies_to(batch)
+        acc.update(p, t, batch)
+    row = acc.to_frame().iloc[0]
+    assert (row["id"], row["domain"], row["region"], row["slices"]) == ("P1-ED", "A", "LV", 6)
+    assert (row["dice"], row["hd95"], row["assd"]) == compute_volume_metrics(pred, target, (8.0, 1.5, 1.5))
+    gap = VolumeMetrics(["LV"])
+    for p, t, batch in _stack_batches(pred, target, [0, 1, 3]):
+        gap.update(p, t, batch)
+    with pytest.raises(InputError, match=r"slices \[0, 1, 3\].*whole test split"):
+        gap.to_frame()
+    twice = VolumeMetrics(["LV"])
+    with pytest.raises(InputError, match="slice 1 twice"):
+        for p, t, batch in _stack_batches(pred, target, [1, 1]):
+            twice.update(p, t, batch)
+
+
+def test_summaries_report_median_and_miss_rate():
+    frame = pd.DataFrame({"id": list("abcd"), "domain": "A", "region": "LV", "dice": [0.9, 0.8, 0.0, 0.7],
+                          "hd95": [2.0, 3.0, 100.0, 4.0], "assd": [1.0, 1.0, 100.0, 2.0],
+                          "miss": [False, False, True, False]})
+    row = summarise_cases(frame).iloc[0]
+    assert row["n"] == 4 and row["hd95"] == pytest.approx(27.25) and row["hd95_median"] == pytest.approx(3.5)
+    assert row["assd_median"] == pytest.approx(1.5) and row["miss_rate"] == pytest.approx(0.25)

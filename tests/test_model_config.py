@@ -103,6 +103,13 @@ def test_unet_and_clip_linear_keys_are_typed_too():
         create_model("clip-linear", "fundus", head={"feature_norm": "batch"})
 
 
+def test_values_only_the_clip_tower_can_check_are_config_errors_too():
+    with pytest.raises(ConfigError, match=r"model config key clip = .*Unknown CLIP model 'ViT-Z-99'"):
+        create_model("clip-linear", "fundus", clip={"model": "ViT-Z-99"})
+    with pytest.raises(ConfigError, match=r"model config key encoder = .*layers=\[9\] is invalid.*1\.\.4"):
+        create_model("emclip", "fundus", encoder={"layers": [9]})
+
+
 def test_validate_config_rejects_incomplete_configs():
     config = get_model_config("emclip")
     del config["em"]["lam"]
@@ -132,6 +139,9 @@ def test_profile_overrides_only_touch_sections_a_model_has():
     linear = get_model_config("clip-linear", gpu)
     assert linear["clip"]["model"] == "ViT-B-16" and "em" not in linear
     assert get_model_config("emclip", "cpu") == get_model_config("emclip")
+    typo = get_profile("cpu", model_overrides={"decodr": {"channels": [8]}})
+    with pytest.raises(ConfigError, match=r"unknown section\(s\) \['decodr'\]"):
+        get_model_config("unet", typo)  # never skipped silently, even by a model without a decoder
 
 
 def test_importing_models_and_building_a_unet_do_not_import_open_clip():

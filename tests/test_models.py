@@ -37,6 +37,18 @@ def test_forward_backward_both_sizes(name, task_name):
         assert sum(p.numel() for p in frozen) > 0
 
 
+@pytest.mark.parametrize("variant", [{"em": {"backprop": "none"}}, {"em": {"input_norm": "l2", "lam": 20.0}},
+                                     {"text": {"tie_centres": True}}, {"text": {"projection": "fixed"}},
+                                     {"text": {"background": True, "source": "learned"}}])
+def test_every_emclip_variant_gives_every_trainable_parameter_a_gradient(variant):
+    """What DDP (find_unused_parameters=False) needs: no trainable parameter left without a gradient."""
+    torch.manual_seed(0)
+    model = create_model("emclip", "fundus", profile="ci", **variant).train()
+    (model(torch.rand(2, 3, 32, 32)) ** 2).mean().backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused
+
+
 @pytest.mark.parametrize("task_name", ["fundus", "cardiac"])
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_builds_and_runs_without_a_profile(name, task_name, monkeypatch):
@@ -57,6 +69,7 @@ def test_sizes_come_from_the_config_then_the_profile_then_the_overrides(capsys):
     assert model.em.num_bases == 4 and model.em.iters == 2
     assert model.decoder.pixel_embed.out_channels == 8
     assert model.config["decoder"]["channels"] == get_model_config("emclip", "ci")["decoder"]["channels"]
+    capsys.readouterr()
     create_model("emclip", "fundus", profile="cpu")
     assert "sets" not in capsys.readouterr().out  # the cpu profile runs the configs as written
 

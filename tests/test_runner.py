@@ -43,14 +43,18 @@ def test_discover_orders_and_filters(notebooks):
         discover(notebooks / "missing")
 
 
-def test_run_executes_every_notebook_and_writes_the_summary(notebooks, tmp_path, capsys):
+def test_run_executes_every_notebook_and_writes_the_summary(notebooks, tmp_path, capfd):
     out = tmp_path / "results"
     old = out / "benchmark_cpu" / "table.md"  # written before the run: not part of its summary
     old.parent.mkdir(parents=True)
     old.write_text("| method | dice |\n|---|---|\n| stale | 0.123 |\n")
     os.utime(old, (0, 0))
     code = main(["run", "--notebooks", str(notebooks), "--output", str(out), "--profile", "ci"])
-    printed = capsys.readouterr().out
+    captured = capfd.readouterr()  # file-descriptor level: what the kernels print too
+    printed = captured.out
+    assert "without encryption" not in captured.err and "Kernel" not in captured.err  # the kernels' noise ...
+    for stem in ("01_fails", "02_works"):
+        assert (out / "runs" / stem / "kernel.log").is_file()  # ... is kept in each notebook's log
     assert code == 1  # 01 failed; 02 still ran
     assert "FAILED" in printed and "RuntimeError: boom" in printed and str(out / "notebooks" / "01_fails.ipynb") in printed
     assert f"Summary: {out / 'summary.md'}" in printed

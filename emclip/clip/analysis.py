@@ -27,7 +27,8 @@ def image_embeddings(encoder, images: torch.Tensor, batch_size: int = 32) -> tor
 
 
 def domain_probe_accuracy(embeddings, domains, folds: int = 5, seed: int = 0) -> float:
-    """Mean stratified k-fold accuracy of a logistic-regression probe predicting the domain.
+    """Mean stratified k-fold accuracy of a logistic-regression probe predicting the domain
+    (:func:`emclip.data.shift.probe_accuracy`, the kit's one domain probe).
 
     Args:
         embeddings: (N, D) array or tensor.
@@ -35,21 +36,10 @@ def domain_probe_accuracy(embeddings, domains, folds: int = 5, seed: int = 0) ->
         folds: number of folds (reduced to the smallest class count when needed, at least 2).
         seed: shuffling seed of the folds.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from emclip.data.shift import probe_accuracy
 
-    x = np.asarray(embeddings.detach().cpu() if isinstance(embeddings, torch.Tensor) else embeddings)
-    y = np.asarray(list(domains))
-    if x.ndim != 2 or len(x) != len(y):
-        raise ValueError(f"Expected embeddings (N, D) and N labels, got {x.shape} and {len(y)} labels.")
-    _, counts = np.unique(y, return_counts=True)
-    if len(counts) < 2 or counts.min() < 2:
-        raise ValueError("Need at least two domains with at least two samples each for a probe.")
-    cv = StratifiedKFold(n_splits=max(2, min(folds, int(counts.min()))), shuffle=True, random_state=seed)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return float(cross_val_score(probe, x, y, cv=cv).mean())
+    x = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
+    return float(probe_accuracy(x, domains, folds, seed).mean())
 
 
 def channel_masks(task, label_map: torch.Tensor) -> torch.Tensor:

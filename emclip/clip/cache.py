@@ -58,9 +58,11 @@ class FeatureCache:
         self.hits = self.misses = 0
 
     def fingerprint(self) -> str:
-        """SHA1 over the encoder's weights, taps and method (names the on-disk folder)."""
+        """SHA1 over the encoder's weights, its settings (taps, grid, precision: ``extra_repr``) and
+        the method (names the on-disk folder)."""
         if self._fingerprint is None:
-            digest = hashlib.sha1(f"{self.method}|{getattr(self.encoder, 'layers', '')}".encode())
+            settings = f"{self.method}|{getattr(self.encoder, 'layers', '')}|{self.encoder.extra_repr()}"
+            digest = hashlib.sha1(settings.encode())
             for name, tensor in self.encoder.state_dict().items():
                 digest.update(name.encode())
                 digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype

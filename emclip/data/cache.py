@@ -1,7 +1,8 @@
-"""Optional on-disk cache of synthetic samples (one compressed ``.npz`` per sample).
+"""Optional on-disk cache of synthetic data: one compressed ``.npz`` per sample, or one ``.pt``
+file per rendered split (:func:`emclip.data.store.synthetic_store`, memory-mapped on load).
 
 Generation is fast, so the cache matters only for large images or slow disks-vs-CPU
-trade-offs (e.g. the ``gpu`` profile at 224 px with many workers). Enable it with
+trade-offs (e.g. the ``gpu`` profile at 224 px, rendered again by every new process). Enable it with
 ``EMCLIP_SYNTHETIC_CACHE=1`` (stored under ``emclip.runtime.cache_dir()/synthetic``) or a path.
 Files are written atomically (:func:`emclip.fileio.atomic_write`), so parallel workers never read half a file.
 """
@@ -12,6 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from emclip.fileio import atomic_write
 from emclip.runtime import cache_dir
@@ -50,3 +52,20 @@ class SampleCache:
     def save(self, key: str, image: np.ndarray, mask: np.ndarray) -> None:
         with atomic_write(self.path(key)) as tmp:
             np.savez_compressed(tmp, image=image, mask=mask)
+
+    def tensors_path(self, key: str) -> Path:
+        return self.folder / (key.replace("|", "_").replace("/", "_") + ".pt")
+
+    def load_tensors(self, key: str) -> dict | None:
+        """A dict of tensors saved by :meth:`save_tensors`, memory-mapped (``None`` if absent or corrupt)."""
+        path = self.tensors_path(key)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except (OSError, RuntimeError, ValueError, EOFError):  # a corrupt entry is rendered again
+            return None
+
+    def save_tensors(self, key: str, state: dict) -> None:
+        with atomic_write(self.tensors_path(key)) as tmp:
+            torch.save(state, tmp)

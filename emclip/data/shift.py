@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from emclip.metrics import compute_dice
 from emclip.tasks import get_task
 
 
@@ -46,26 +47,44 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
     return np.concatenate(feats, axis=1).astype(np.float32)
 
 
-def domain_classifier_accuracy(task: str, domains: Sequence[str] | None = None, n_per_domain: int = 24,
-                               size: int = 64, seed: int = 0, folds: int = 4) -> dict:
-    """Cross-validated accuracy of a logistic regression that predicts the domain of an image.
+def probe_accuracy(features, labels, folds: int = 4, seed: int = 0) -> np.ndarray:
+    """Stratified k-fold accuracies of a logistic-regression probe predicting ``labels`` from ``features``.
 
-    Returns ``{"accuracy": mean CV accuracy, "chance": 1 / #domains, "per_fold": [...]}``.
+    The one domain probe of the kit (scikit-learn ``StandardScaler`` + ``LogisticRegression``),
+    used on image statistics here and on CLIP embeddings in :mod:`emclip.clip.analysis`.
+    ``features`` (N, D); ``folds`` is reduced to the smallest class count when needed (at least 2).
+    Returns the accuracy of each fold.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    x, y = np.asarray(features), np.asarray(list(labels))
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"Expected features (N, D) and N labels, got {x.shape} and {len(y)} labels.")
+    _, counts = np.unique(y, return_counts=True)
+    if len(counts) < 2 or counts.min() < 2:
+        raise ValueError("Need at least two domains with at least two samples each for a probe.")
+    cv = StratifiedKFold(n_splits=max(2, min(folds, int(counts.min()))), shuffle=True, random_state=seed)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return cross_val_score(probe, x, y, cv=cv)
+
+
+def domain_classifier_accuracy(task: str, domains: Sequence[str] | None = None, n_per_domain: int = 24,
+                               size: int = 64, seed: int = 0, folds: int = 4) -> dict:
+    """Cross-validated accuracy of a logistic regression that predicts the domain of an image
+    from its intensity statistics (:func:`probe_accuracy` on :func:`image_statistics`).
+
+    Returns ``{"accuracy": mean CV accuracy, "chance": 1 / #domains, "per_fold": [...]}``.
+    """
     domains = tuple(domains or get_task(task).domains)
     feats, labels = [], []
     for k, domain in enumerate(domains):
         images, _ = stack_domain(task, domain, "train", n_per_domain, size, seed)
         feats.append(image_statistics(images))
         labels += [k] * len(images)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    scores = cross_val_score(model, np.concatenate(feats), np.array(labels), cv=cv)
+    scores = probe_accuracy(np.concatenate(feats), labels, folds, seed)
     return {"accuracy": float(scores.mean()), "chance": 1.0 / len(domains), "per_fold": scores.tolist()}
 
 
@@ -81,14 +100,12 @@ def pixel_features(images: np.ndarray) -> np.ndarray:
 
 
 def dice_per_region(task: str, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """Mean Dice over images per region of ``task`` for label maps (N, H, W); empty-vs-empty = 1."""
+    """Mean Dice over images per region of ``task`` for label maps (N, H, W); empty-vs-empty = 1
+    (:func:`emclip.metrics.compute_dice`)."""
     spec = get_task(task)
-    p = spec.region_masks(torch.from_numpy(pred)).flatten(2)
-    t = spec.region_masks(torch.from_numpy(target)).flatten(2)
-    inter = (p & t).sum(-1).double()
-    total = (p.sum(-1) + t.sum(-1)).double()
-    dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
-    return {name: float(dice[:, k].mean()) for k, name in enumerate(spec.region_names)}
+    p = spec.region_masks(torch.from_numpy(pred))
+    t = spec.region_masks(torch.from_numpy(target))
+    return {name: float(np.mean(compute_dice(p[:, k], t[:, k]))) for k, name in enumerate(spec.region_names)}
 
 
 def pixel_segmenter_shift(task: str, train_domains: Sequence[str] | None = None, n_train: int = 8,

@@ -1,33 +1,42 @@
-"""Atomic checkpoints with everything an exact resume needs, loadable with ``weights_only=True``.
+"""Atomic checkpoints that carry their run record, loadable with ``weights_only=True``.
 
 A checkpoint is a dict of plain types and tensors:
 
-``format`` (int), ``step`` (optimiser steps done), ``model`` (state_dict: weights and buffers,
-EM-CLIP's EM bases ``em.mu`` included), ``optimizer``, ``scheduler``, ``rng`` (Python, NumPy,
-torch CPU and CUDA generator states, see :func:`rng_state`), ``config`` (the model's resolved
-config), ``model_name``, ``task``, ``history`` (dict of lists), ``meta`` (free dict).
+``format`` (int, :data:`FORMAT`), ``step`` (optimiser steps done), ``finished`` (``step`` reached
+the record's ``train.steps``), ``record`` (the run record, :mod:`emclip.engine.record`: task,
+model name and complete config, data, training settings, profile, versions), ``model``
+(state_dict: weights and buffers, EM-CLIP's EM bases ``em.mu`` included), ``optimizer``,
+``scheduler``, ``scaler`` (the fp16 GradScaler, or ``None``), ``rng`` (Python, NumPy, torch CPU
+and CUDA generator states, see :func:`rng_state`) and ``history`` (dict of lists).
 
-Writes go through :func:`emclip.fileio.atomic_write` (a temporary file moved into place with
-``os.replace``), so a run killed while saving leaves the previous checkpoint intact.
+The model rebuilds from the file alone: :func:`load_run` returns ``(model, record)``. Nothing is
+read from the file name. Writes go through :func:`emclip.fileio.atomic_write` (a temporary file
+moved into place with ``os.replace``), so a run killed while saving leaves the previous
+checkpoint intact. A file that cannot be read as a checkpoint (empty, truncated, another file
+type, an older format) raises :class:`emclip.errors.CheckpointError` naming the path.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from emclip.errors import CheckpointError
 from emclip.fileio import atomic_write
 
-FORMAT = 1
+FORMAT = 2
+_KEYS = ("step", "record", "model", "history")
 
 
 def checkpoint_name(task, model: str, train_domains, profile, seed: int | None = None,
                     tag: str | None = None) -> str:
-    """The deterministic file name notebooks 04 and 05 agree on (``tag`` marks non-default configs).
+    """A readable file name for a run (``tag`` marks non-default configs); a label, never parsed.
 
     >>> checkpoint_name("fundus", "emclip", ["domain1"], "ci")
     'fundus_emclip_domain1_ci.pt'
@@ -55,15 +64,13 @@ def rng_state() -> dict:
     """Python, NumPy and torch (CPU, every CUDA device) generator states as plain types/tensors."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
-                   "gauss": gauss},
+    return {
+        "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
         "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},
         "torch": torch.get_rng_state(),
-        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
     }
-    return state
 
 
 def set_rng_state(state: dict) -> None:
@@ -78,72 +85,117 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
 
 
-def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, step: int = 0,
-                    history: dict | None = None, meta: dict | None = None) -> Path:
+def save_checkpoint(path, model: nn.Module, record: dict, optimizer=None, scheduler=None, step: int = 0,
+                    history: dict | None = None, scaler=None) -> Path:
     """Write a checkpoint atomically (see the module docstring); returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     bare = unwrap(model)
     payload = {
         "format": FORMAT,
         "step": int(step),
+        "finished": int(step) >= int(record["train"]["steps"]),
+        "record": record,
         "model": {k: v.detach().cpu() for k, v in bare.state_dict().items()},
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "rng": rng_state(),
-        "config": dict(getattr(bare, "config", {}) or {}),
-        "model_name": str(getattr(bare, "config", {}).get("name", type(bare).__name__)),
-        "task": getattr(bare, "task_name", None),
         "history": history or {},
-        "meta": meta or {},
     }
     with atomic_write(path) as tmp:
         torch.save(payload, tmp)
     return path
 
 
-def load_checkpoint(path, model: nn.Module | None = None, optimizer=None, scheduler=None,
-                    map_location="cpu", restore_rng: bool = False) -> dict:
-    """Read a checkpoint (``weights_only=True``) and load what is given into it; returns the dict.
+def read_checkpoint(path, mmap: bool = False) -> dict:
+    """The checkpoint dict of ``path`` (``weights_only=True``, on the CPU), checked.
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` when the checkpoint was
-    written for another model or task than ``model``.
+    ``mmap=True`` maps the tensors instead of reading them (fast when only the record is needed).
+    Raises :class:`CheckpointError` (a ``ValueError``) naming the path for a missing, empty,
+    truncated or foreign file, or one written by an older emclip without a run record.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {path}. Train first (emclip train ... --out {path}) "
-                                "or pass the path of an existing .pt file.")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an emclip checkpoint (format {FORMAT}).")
+        raise CheckpointError(f"No checkpoint at {path}. Train first (emclip train ... --out {path}) or pass the "
+                              "path of an existing .pt file.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"Checkpoint {path} is empty (0 bytes): a run was probably killed before its first "
+                              "save. Delete it and train again.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile,
+            pickle.UnpicklingError) as err:
+        raise CheckpointError(f"Checkpoint {path} cannot be read (truncated, corrupted or not a PyTorch file: "
+                              f"{type(err).__name__}: {str(err)[:200]}). Delete it and train again.") from err
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        raise CheckpointError(f"{path} is a PyTorch file but not an emclip checkpoint. Pass a file written by "
+                              "emclip train / emclip.engine.train.")
+    if ckpt["format"] != FORMAT or any(k not in ckpt for k in _KEYS):
+        raise CheckpointError(f"Checkpoint {path} has format {ckpt['format']!r}, not {FORMAT}: it was written by an "
+                              "older emclip without a run record. Train it again (the record is what makes a "
+                              "checkpoint reusable).")
+    return ckpt
+
+
+def read_record(path) -> tuple[dict, int]:
+    """``(record, step)`` of a checkpoint, without reading its weights."""
+    ckpt = read_checkpoint(path, mmap=True)
+    return ckpt["record"], int(ckpt["step"])
+
+
+def load_checkpoint(path, model: nn.Module | None = None, optimizer=None, scheduler=None, scaler=None,
+                    restore_rng: bool = False) -> dict:
+    """Read a checkpoint and load what is given into it; returns the checkpoint dict.
+
+    Raises :class:`CheckpointError` when the file is unreadable or holds another task or model
+    than ``model``.
+    """
+    ckpt = read_checkpoint(path)
+    record = ckpt["record"]
     if model is not None:
         bare = unwrap(model)
-        task = getattr(bare, "task_name", None)
-        if task is not None and ckpt.get("task") not in (None, task):
-            raise ValueError(f"Checkpoint {path} was trained for task {ckpt['task']!r}, the model is for {task!r}.")
-        name = getattr(bare, "config", {}).get("name")
-        if name is not None and ckpt.get("model_name") not in (None, name):
-            raise ValueError(f"Checkpoint {path} holds model {ckpt['model_name']!r}, not {name!r}; "
-                             f"build it with create_model({ckpt['model_name']!r}, ...) or load_model(path).")
-        bare.load_state_dict(ckpt["model"])
+        task, name = getattr(bare, "task_name", None), getattr(bare, "config", {}).get("name")
+        if task is not None and record["task"] != task:
+            raise CheckpointError(f"Checkpoint {path} was trained for task {record['task']!r}, the model is for {task!r}.")
+        if name is not None and record["model"]["name"] != name:
+            raise CheckpointError(f"Checkpoint {path} holds model {record['model']['name']!r}, not {name!r}; rebuild "
+                                  "it from the file with emclip.engine.load_run(path).")
+        try:
+            bare.load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            raise CheckpointError(f"Checkpoint {path} does not fit the model: {str(err)[:300]}") from err
     if optimizer is not None and ckpt.get("optimizer") is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt.get("scheduler") is not None:
         scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler") is not None:
+        scaler.load_state_dict(ckpt["scaler"])
     if restore_rng:
         set_rng_state(ckpt["rng"])
     return ckpt
 
 
-def load_model(path, device="cpu") -> nn.Module:
-    """Rebuild the model a checkpoint was trained with (from its config) and load its weights."""
-    from emclip.models import create_model
+def build_model(record: dict) -> nn.Module:
+    """A fresh (untrained) model built from a record's complete model config and task."""
+    from emclip.models import create_model_from_config
+
+    return create_model_from_config(record["model"]["config"], record["task"])
+
+
+def load_run(path, device="cpu") -> tuple[nn.Module, dict]:
+    """``(model, record)``: the model rebuilt from the checkpoint alone, weights loaded, in eval mode."""
     from emclip.runtime import get_device
 
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True) if Path(path).is_file() else None
-    if ckpt is None:
-        raise FileNotFoundError(f"No checkpoint at {path}.")
-    config = {k: v for k, v in ckpt["config"].items() if k != "name"}  # name is create_model's 1st argument
-    model = create_model(ckpt["model_name"], ckpt["task"], profile=config.pop("profile", None), **config)
-    model.load_state_dict(ckpt["model"])
-    return model.to(get_device(device)).eval()
+    ckpt = read_checkpoint(path)
+    model = build_model(ckpt["record"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"Checkpoint {path}: the weights do not fit the model its record describes "
+                              f"({str(err)[:300]}). Was it written by another emclip version? Train it again.") from err
+    return model.to(get_device(device)).eval(), ckpt["record"]
+
+
+def load_model(path, device="cpu") -> nn.Module:
+    """The model of a checkpoint (:func:`load_run` without the record)."""
+    return load_run(path, device)[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from emclip.errors import ConfigError
 from emclip.tasks import Task
 
 RANDOM = (None, "random")
@@ -23,7 +24,10 @@ def load_tower(clip_cfg: dict):
     from emclip.clip import load_clip
 
     pretrained = None if clip_cfg["pretrained"] in RANDOM else clip_cfg["pretrained"]
-    return load_clip(clip_cfg["model"], pretrained, device="cpu", seed=clip_cfg["seed"])
+    try:
+        return load_clip(clip_cfg["model"], pretrained, device="cpu", seed=clip_cfg["seed"])
+    except (ValueError, FileNotFoundError) as err:  # unknown model or tag, missing weights file
+        raise ConfigError(f"model config key clip = {clip_cfg!r}: {err}") from err
 
 
 def build_clip_encoder(config: dict):
@@ -32,8 +36,11 @@ def build_clip_encoder(config: dict):
 
     bundle = load_tower(config["clip"])
     enc = config["encoder"]
-    encoder = CLIPDenseEncoder(bundle, layers=enc["layers"], frozen=True,
-                               trainable_last_blocks=enc["trainable_last_blocks"])
+    try:
+        encoder = CLIPDenseEncoder(bundle, layers=enc["layers"], frozen=True,
+                                   trainable_last_blocks=enc["trainable_last_blocks"])
+    except ValueError as err:  # block indices out of range for this tower
+        raise ConfigError(f"model config key encoder = {enc!r} does not fit {config['clip']['model']!r}: {err}") from err
     return encoder, bundle
 
 

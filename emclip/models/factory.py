@@ -81,6 +81,11 @@ def list_models(role: str | None = None) -> list[str]:
 
 def _profile_changes(config: dict, profile: Profile) -> dict:
     """The sections of ``profile.model_overrides`` that ``config``'s architecture has."""
+    sections = {key for arch_schema in SCHEMAS.values() for key in arch_schema}
+    unknown = sorted(set(profile.model_overrides) - sections)
+    if unknown:
+        raise ConfigError(f"profile {profile.name!r} model_overrides name unknown section(s) {unknown}; "
+                          f"valid sections: {', '.join(sorted(sections))}.")
     schema = SCHEMAS[config["arch"]]
     changes = {k: v for k, v in profile.model_overrides.items() if k in schema}
     check_keys(changes, schema)

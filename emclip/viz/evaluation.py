@@ -1,4 +1,4 @@
-"""Figures of the cross-domain evaluation (notebook 05).
+"""Figures of the cross-domain evaluation (notebook 06).
 
 * :func:`plot_dice_heatmap` — method x target domain heatmap of a metric (seaborn).
 * :func:`plot_domain_boxplots` — per-image score distributions per domain and method.
@@ -106,7 +106,7 @@ def rank_images(per_image: pd.DataFrame, metric: str = "dice", domain: str | Non
 
 def case_figure(per_image: pd.DataFrame, models, datasets, task, method: str, domain: str, rank: int = 0,
                 metric: str = "dice", seed: int | None = None, device="cpu"):
-    """The case browser of notebook 05: the ``rank``-th best image (0 = best) of ``method`` on ``domain``.
+    """The case browser of notebook 06: the ``rank``-th best image (0 = best) of ``method`` on ``domain``.
 
     Args:
         per_image: the tidy per-image table of :func:`emclip.evaluation.run_protocol` (columns
@@ -150,18 +150,18 @@ def _sample_by_id(datasets, wanted: set[str]) -> dict:
     return found
 
 
-@torch.no_grad()
 def plot_case_overlays(model, task, datasets, cases: pd.DataFrame, device="cpu", max_cols: int = 4):
     """Image with ground truth (solid) and prediction (dashed) contours of each region, per case.
 
     Args:
-        model: the evaluated model; task: its task.
+        model: the evaluated model (run through :func:`emclip.engine.predict_logits`); task: its task.
         datasets: the test data set(s) that hold the cases' ids (one Dataset or a list).
         cases: output of :func:`select_cases`.
     Returns the matplotlib Figure.
     """
     import matplotlib.pyplot as plt
 
+    from emclip.engine import predict_logits
     from emclip.tasks import get_task
 
     task = get_task(task)
@@ -170,13 +170,10 @@ def plot_case_overlays(model, task, datasets, cases: pd.DataFrame, device="cpu",
     ncols = min(max_cols, len(cases))
     nrows = int(np.ceil(len(cases) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.8 * nrows), squeeze=False)
-    was_training = model.training
-    model.eval()
     colours = plt.get_cmap("tab10").colors
     for ax, (_, case) in zip(axes.flat, cases.iterrows()):
         sample = samples[str(case["id"])]
-        image = sample["image"][None].to(device)
-        pred = task.predict_regions(model.to(device)(image).float())[0].cpu().numpy()
+        pred = task.predict_regions(predict_logits(model, sample["image"][None], device))[0].numpy()
         target = task.region_masks(sample["mask"]).numpy()
         ax.imshow(sample["image"].permute(1, 2, 0).numpy())
         for r, name in enumerate(task.region_names):
@@ -191,28 +188,34 @@ def plot_case_overlays(model, task, datasets, cases: pd.DataFrame, device="cpu",
     axes.flat[0].legend(fontsize=7, loc="lower left")
     fig.suptitle("solid: ground truth, dashed: prediction", fontsize=9)
     fig.tight_layout()
-    model.train(was_training)
     return fig
 
 
-@torch.no_grad()
-def em_features(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """An EM-CLIP model's deepest features before and after EM aggregation, both (B, D, h, w).
+def em_features(model, images: torch.Tensor, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """An EM-CLIP model's features at the input and the output of its EM unit, both (B, D, h, w).
 
-    "Before" is the encoder's deepest level after the model's ``neck`` (the input of
-    ``model.em``); "after" is ``model.em(before).features`` (the rank-K reconstruction).
+    The model runs its own forward through :func:`emclip.engine.predict_logits`; a forward hook
+    on ``model.em`` keeps what goes in ("before": the encoder's deepest level after the neck)
+    and what comes out ("after": the EM unit's features, rebuilt from the K bases). Both float32
+    on the CPU. ``device``: where the model runs (default: the images' device).
     """
-    for attr in ("encoder", "neck", "em"):
-        if getattr(model, attr, None) is None:
-            raise ValueError(f"model {getattr(model, 'name', type(model).__name__)!r} has no {attr!r}: the EM "
-                             "feature view needs an EM-CLIP model with EM enabled (create_model('emclip', ...)).")
-    was_training = model.training
-    model.eval()
+    from emclip.engine import predict_logits
+
+    unit = getattr(model, "em", None)
+    if unit is None:
+        raise ValueError(f"model {getattr(model, 'name', type(model).__name__)!r} has no 'em' unit: the EM "
+                         "feature view needs an EM-CLIP model with EM enabled (create_model('emclip', ...)).")
+    seen = {}
+
+    def keep(module, inputs, output):
+        seen["before"], seen["after"] = inputs[0].float().cpu(), output.features.float().cpu()
+
+    handle = unit.register_forward_hook(keep)
     try:
-        before = model.neck(model.encoder(images)[-1].to(model.neck.weight.dtype))
-        return before, model.em(before).features
+        predict_logits(model, images, images.device if device is None else device)
     finally:
-        model.train(was_training)  # leave the caller's model in the mode it came in
+        handle.remove()
+    return seen["before"], seen["after"]
 
 
 def em_feature_embedding(model, datasets: dict, source_domains: Sequence[str], n_images: int = 8,
@@ -238,7 +241,7 @@ def em_feature_embedding(model, datasets: dict, source_domains: Sequence[str], n
     for domain, dataset in datasets.items():
         count = min(n_images, len(dataset))
         images = torch.stack([dataset[i]["image"] for i in range(count)]).to(device)
-        before, after = em_features(model.to(device), images)
+        before, after = em_features(model, images, device)
         flat = {k: v.flatten(2).transpose(1, 2).reshape(-1, v.shape[1]).cpu() for k, v in
                 (("before EM", before), ("after EM", after))}
         per_image = before.shape[2] * before.shape[3]

@@ -47,6 +47,10 @@ from scipy import ndimage
 
 ONE_EMPTY_OPTIONS = ("diagonal", "nan")
 METRIC_NAMES = ("dice", "hd95", "assd")
+#: columns of a per-case table (one row per image or volume and region)
+CASE_COLUMNS = ("id", "domain", "region", *METRIC_NAMES, "miss")
+#: what :func:`summarise_cases` reports per (domain, region)
+SUMMARY_METRICS = (*METRIC_NAMES, "hd95_median", "assd_median", "miss_rate")
 
 
 def _as_batch(mask, name: str) -> tuple[torch.Tensor, bool]:
@@ -198,7 +202,8 @@ def region_metrics(pred_regions, target_regions, region_names: Sequence[str], sp
         spacing: as in :func:`compute_hd95`.
         ids, domains: B image ids / domain keys copied into the rows (default: the index / None).
     Returns:
-        B * R dicts ``{id, domain, region, dice, hd95, assd}``, image-major order.
+        B * R dicts ``{id, domain, region, dice, hd95, assd, miss}``, image-major order; ``miss``
+        is True when the region is in exactly one of the two masks (:func:`miss_flags`).
     """
     p = torch.as_tensor(pred_regions)
     t = torch.as_tensor(target_regions)
@@ -214,14 +219,25 @@ def region_metrics(pred_regions, target_regions, region_names: Sequence[str], sp
     per_region = {}
     for r in range(num_regions):
         per_region[r] = (compute_dice(p[:, r], t[:, r]), *compute_surface_metrics(p[:, r], t[:, r], spacing, one_empty))
+    misses = miss_flags(p, t)
     rows = []
     for b in range(batch):
         for r, name in enumerate(region_names):
             dice, hd95, assd = (float(v[b]) for v in per_region[r])
             rows.append({"id": str(ids[b]) if ids is not None else str(b),
                          "domain": domains[b] if domains is not None else None,
-                         "region": name, "dice": dice, "hd95": hd95, "assd": assd})
+                         "region": name, "dice": dice, "hd95": hd95, "assd": assd, "miss": bool(misses[b, r])})
     return rows
+
+
+def miss_flags(pred, target) -> np.ndarray:
+    """True where a structure is in exactly one mask (missed, or predicted where there is none).
+
+    pred, target: bool (..., H, W) masks; the flags have the leading shape. These are the cases
+    that get the image-diagonal distance (module docstring); their share is the *miss rate*.
+    """
+    p, t = torch.as_tensor(pred).bool(), torch.as_tensor(target).bool()
+    return (p.flatten(-2).any(-1) != t.flatten(-2).any(-1)).numpy()
 
 
 class SegmentationMetrics:
@@ -251,13 +267,25 @@ class SegmentationMetrics:
         return rows
 
     def to_frame(self):
-        """The tidy table: one row per (image, region), columns id, domain, region, dice, hd95, assd."""
+        """The tidy table: one row per (image, region), columns id, domain, region, dice, hd95, assd, miss."""
         import pandas as pd
 
-        return pd.DataFrame(self.rows, columns=["id", "domain", "region", *METRIC_NAMES])
+        return pd.DataFrame(self.rows, columns=list(CASE_COLUMNS))
 
     def aggregate(self):
-        """Mean of each metric per (domain, region), with the number of images ``n``."""
-        frame = self.to_frame()
-        grouped = frame.groupby(["domain", "region"], sort=False, dropna=False)
-        return grouped[list(METRIC_NAMES)].mean().join(grouped.size().rename("n")).reset_index()
+        """:func:`summarise_cases` of the rows so far: one row per (domain, region)."""
+        return summarise_cases(self.to_frame())
+
+
+def summarise_cases(frame):
+    """Per-case rows (images or volumes) -> one row per (domain, region).
+
+    Columns: ``domain, region, n`` (cases), the means ``dice, hd95, assd``, the medians
+    ``hd95_median, assd_median`` and ``miss_rate`` (share of cases with a ``miss``, which are
+    scored with the diagonal: the mean distance is dominated by them, the median is not).
+    """
+    grouped = frame.groupby(["domain", "region"], sort=False, dropna=False)
+    out = grouped[list(METRIC_NAMES)].mean()
+    out = out.join(grouped[["hd95", "assd"]].median().add_suffix("_median"))
+    out = out.join(grouped["miss"].mean().astype(float).rename("miss_rate")).join(grouped.size().rename("n"))
+    return out.reset_index()[["domain", "region", "n", *SUMMARY_METRICS]]
