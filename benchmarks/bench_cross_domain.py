@@ -21,6 +21,11 @@ seeds 0, 1, 2; the ``cpu`` run profile; the methods of :data:`METHODS`:
                           "vision-language pretraining"
 ========================  ==============================================================
 
+The full grid is 2 tasks x 8 splits x 7 methods x 3 seeds = 336 training runs. One EM-CLIP run of the
+``cpu`` profile (train on one domain, score all four) took 1.5-7 min on the kit's shared 2-core CPU
+(2 threads, other jobs running), so the grid is a matter of 8-40 hours there; ``--estimate`` measures it
+on your machine.
+
 Every finished run writes its own result file (``<out>/runs/<task>/<protocol>/<split>/<method>/seed<k>.json``,
 atomically) before the next starts, and a running one checkpoints under ``<out>/partial/``, so an
 interrupted benchmark resumes where it stopped. After each run the tables are rewritten:
@@ -71,8 +76,8 @@ def model_overrides(method: str) -> dict:
 def run_one(task, split, method: str, seed: int, prof, out: Path) -> list[dict]:
     """Train one (split, method, seed), score it on every domain's test set; the tidy rows."""
     from emclip.engine import train_from_profile
-    from emclip.evaluation import _test_sets as test_sets
     from emclip.evaluation import evaluate_model
+    from emclip.evaluation.scoring import domain_test_set
 
     partial = out / "partial" / f"{task.name}_{split.name.replace('->', '-')}_{method}_seed{seed}.pt"
     partial.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +86,8 @@ def run_one(task, split, method: str, seed: int, prof, out: Path) -> list[dict]:
                                 checkpoint_path=partial, progress=False, **model_overrides(method))
     train_seconds = time.perf_counter() - start
     rows = []
-    for domain, dataset in test_sets(task, task.domains, prof, "synthetic", None).items():
+    for domain in task.domains:
+        dataset = domain_test_set(task, domain, "synthetic", None, prof.image_size, prof.test_per_domain)
         per_image = evaluate_model(result.model, task, dataset, device="cpu", batch_size=prof.batch_size)
         for region, group in per_image.groupby("region", sort=False):
             rows.append({"task": task.name, "split": split.name, "source_domains": "+".join(split.train_domains),

@@ -13,7 +13,7 @@ from emclip.errors import ConfigError
 
 
 def test_tiny_model_loads_and_encodes():
-    bundle = load_clip()
+    bundle = load_clip(TINY_MODEL, "random")
     model, preprocess, tokenizer = bundle  # unpacks like open_clip
     assert bundle.name == TINY_MODEL and bundle.pretrained is None and bundle.is_random
     assert "RANDOM" in bundle.note
@@ -25,14 +25,14 @@ def test_tiny_model_loads_and_encodes():
 
 
 def test_random_init_is_reproducible_per_seed():
-    a, b, c = load_clip(seed=0).model, load_clip(seed=0).model, load_clip(seed=1).model
+    a, b, c = (load_clip(TINY_MODEL, "random", seed=s).model for s in (0, 0, 1))
     w = "visual.conv1.weight"
     assert torch.equal(a.state_dict()[w], b.state_dict()[w])
     assert not torch.equal(a.state_dict()[w], c.state_dict()[w])
 
 
 def test_local_weights_file_round_trips(tmp_path):
-    source = load_clip(seed=3)
+    source = load_clip(TINY_MODEL, "random", seed=3)
     path = tmp_path / "tiny.pt"
     torch.save(source.model.state_dict(), path)
     loaded = load_clip(TINY_MODEL, pretrained=str(path))  # default seed 0: the file must win
@@ -42,12 +42,13 @@ def test_local_weights_file_round_trips(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded.model.encode_image(images), source.model.encode_image(images))
         assert torch.equal(loaded.model.encode_text(tokens), source.model.encode_text(tokens))
-        assert not torch.equal(load_clip().model.encode_image(images), source.model.encode_image(images))
+        assert not torch.equal(load_clip(TINY_MODEL, "random").model.encode_image(images),
+                               source.model.encode_image(images))
 
 
 def test_local_weights_sha256_is_verified(tmp_path):
     path = tmp_path / "tiny.pt"
-    torch.save(load_clip().model.state_dict(), path)
+    torch.save(load_clip(TINY_MODEL, "random").model.state_dict(), path)
     digest = clip_loading.file_sha256(path)
     assert not load_clip(TINY_MODEL, pretrained=str(path), sha256=digest[:16]).is_random
     assert not load_clip(TINY_MODEL, pretrained=str(path), sha256=digest.upper()).is_random
@@ -111,7 +112,9 @@ def test_auto_falls_back_to_tiny_loudly(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.warns(UserWarning, match="CLIP FALL-BACK"):
         bundle = load_clip("ViT-B-16", "auto", cache_dir=tmp_path)
-    assert bundle.name == TINY_MODEL and bundle.is_random and bundle.note.startswith("FALL-BACK")
+    # the fall-back is the tiny model with the kit's own shipped weights, not random init
+    assert bundle.name == TINY_MODEL and bundle.pretrained == "synth-v1" and not bundle.is_random
+    assert bundle.note.startswith("FALL-BACK") and "synth-v1" in bundle.note
 
 
 def test_auto_uses_real_weights_when_available(tmp_path, monkeypatch):
@@ -119,7 +122,7 @@ def test_auto_uses_real_weights_when_available(tmp_path, monkeypatch):
     import warnings
 
     path = tmp_path / "tiny.pt"
-    torch.save(load_clip(seed=5).model.state_dict(), path)
+    torch.save(load_clip(TINY_MODEL, "random", seed=5).model.state_dict(), path)
     monkeypatch.setattr(clip_loading, "TINY_MODELS", ())  # treat the tiny config as a "real" model
     monkeypatch.setattr(clip_loading, "default_tag", lambda name: str(path))
     with warnings.catch_warnings():

@@ -12,7 +12,7 @@ from emclip.clip.pretrain.train import PretrainConfig, batch_indices, lr_factor,
 from emclip.errors import CheckpointError, ConfigError
 
 SMALL = PretrainConfig(corpus_size=24, batch_size=8, steps=4, warmup_steps=1, checkpoint_every=2, eval_every=2,
-                       eval_pairs=8)
+                       eval_pairs=8, dense_weight=0.0)
 
 
 def _run(tmp_path, name, config=SMALL, **kwargs):

@@ -371,7 +371,9 @@ def _load_shipped(name: str, tag: str, entry: dict, device, cache_dir, seed: int
             f"The shipped weights {name}/{tag} ({path}) are missing from this installation. Reinstall emclip "
             "(the wheel carries them as package data), or use pretrained='random' for the random control."
         )
-    verify_sha256(path, entry["sha256"], min_prefix=64)
+    verify_sha256(path, entry["sha256"], min_prefix=64,
+                  fix="reinstall emclip (`pip install --force-reinstall emclip`, or `git checkout` the file in a "
+                      "clone) to restore the shipped file, or use pretrained='random' for the random control")
     model, preprocess, tokenizer = _create(name, str(path), device, cache_dir, seed)
     note = (f"{name}: the kit's own pretrained weights '{tag}' ({entry.get('summary', 'see the model card')}; "
             f"model card: emclip/clip/weights/{entry['card']}).")

@@ -7,9 +7,12 @@ import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 
 __all__ = [
+    "cross_domain_frame",
+    "cross_domain_summary",
     "plot_contrast_bars",
     "plot_corpus",
     "plot_pretraining_curves",
@@ -158,3 +161,23 @@ def plot_contrast_bars(contrasts: dict, ax=None, title: str = "zero-shot contras
     ax.set(ylabel="mean sim. inside - outside", title=title)
     ax.legend(fontsize=8)
     return ax.figure
+
+
+def cross_domain_frame(runs: dict) -> pd.DataFrame:
+    """One row per run from ``{"task|source|weights|seed": {"unseen": float, "per_domain": {...}}}``
+    (the ``runs`` of the figures shipped beside the weights): task, source, weights, seed, unseen Dice."""
+    rows = []
+    for key, run in runs.items():
+        task, source, weights, seed = key.split("|")
+        rows.append({"task": task, "source": source, "weights": weights, "seed": int(seed), "unseen": run["unseen"],
+                     "in_domain": run["per_domain"][source]})
+    return pd.DataFrame(rows)
+
+
+def cross_domain_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Unseen-domain Dice per (weights, task) as ``mean ± std (n seeds)``, plus the mean over both tasks
+    of the per-task means (the figure the shipped weights were chosen by); rows sorted best first."""
+    stats = frame.groupby(["weights", "task"])["unseen"].agg(["mean", "std", "count"])
+    table = stats.apply(lambda r: f"{r['mean']:.3f} ± {r['std']:.3f} (n={int(r['count'])})", axis=1).unstack("task")
+    table["both tasks"] = stats["mean"].unstack("task").mean(axis=1).round(3)
+    return table.sort_values("both tasks", ascending=False)

@@ -21,21 +21,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from emclip.clip.fast_blocks import vit_block
+
 POOL_TEMPERATURE = 0.1
 
 
 def joint_forward(encoder, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass of a ViT tower: CLIP's global embedding (B, E) and the value-path patch embeddings
     (B, N, E), neither normalised. ``encoder`` is a trainable :class:`~emclip.clip.CLIPDenseEncoder`."""
-    x, _, _ = encoder._vit_tokens(encoder.normalize(images))
+    batch_first = encoder.visual.transformer.batch_first
+    x, _ = encoder._vit_tokens(encoder.normalize(images))
     blocks = encoder._blocks
     for block in blocks[:-1]:
-        x = encoder._run_block(block, x)
+        x = vit_block(block, x, batch_first)
     attn = blocks[-1].attn
     c = x.shape[-1]
     value = F.linear(blocks[-1].ln_1(x), attn.in_proj_weight[2 * c:], attn.in_proj_bias[2 * c:])
     dense = encoder.head(x + blocks[-1].ls_1(attn.out_proj(value)))[:, 1:]
-    full = encoder._run_block(blocks[-1], x)
+    full = vit_block(blocks[-1], x, batch_first)
     glob = encoder.visual.ln_post(full[:, 0]) @ encoder.visual.proj
     return glob, dense
 

@@ -9,6 +9,7 @@ from the record (plus optional evaluation figures) so that it only states measur
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -17,7 +18,9 @@ import torch
 
 from emclip.fileio import atomic_write, atomic_write_json, atomic_write_text
 
-TRACE_STEPS = 3  # the first steps whose losses the record keeps as the reproducibility trace
+TRACE_STEPS = 3
+#: how each dense term pools the patch embeddings into one image embedding per caption (model card)
+DENSE_WORDS = {"mean": "mean-pooled over the image", "pacl": "pooled by their similarity to each caption (PACL)"}  # the first steps whose losses the record keeps as the reproducibility trace
 
 
 def versions() -> dict[str, str]:
@@ -113,7 +116,10 @@ def model_card(record: dict, tag: str, evaluation: dict | None = None) -> str:
         "",
         f"**Recipe.** AdamW (lr {cfg['lr']}, weight decay {cfg['weight_decay']}, none on gains, biases, "
         f"embeddings and the temperature), {cfg['warmup_steps']} warm-up steps then cosine decay, batch "
-        f"{cfg['batch_size']}, {cfg['steps']} steps, seed {cfg['seed']}, init seed {cfg['init_seed']}.",
+        f"{cfg['batch_size']}, {cfg['steps']} steps, seed {cfg['seed']}, init seed {cfg['init_seed']}. "
+        + (f"Plus a dense term learned from the captions alone (`{cfg['dense_loss']}`, weight {cfg['dense_weight']}, "
+           "`emclip.clip.pretrain.dense_loss`): the contrastive loss on the patch embeddings of MaskCLIP's value "
+           "path, " + DENSE_WORDS.get(cfg["dense_loss"], "pooled") + "." if cfg.get("dense_weight", 0) > 0 else "No dense term."),
         "",
         "**Command.**",
         "",
@@ -121,6 +127,7 @@ def model_card(record: dict, tag: str, evaluation: dict | None = None) -> str:
         record["command"] or "(not recorded)",
         "```",
         "",
+        *([record["command_note"], ""] if record.get("command_note") else []),
         f"**Time.** {record['seconds'] / 60:.1f} min on {record['hardware']}.",
         "",
         f"**File.** {record['bytes'] / 1e6:.1f} MB safetensors, SHA256 `{record['sha256']}` (checked by "
@@ -132,8 +139,9 @@ def model_card(record: dict, tag: str, evaluation: dict | None = None) -> str:
     if last:
         lines.append(f"- held-out retrieval top-1 ({cfg['eval_pairs']} pairs never trained on): image->text "
                      f"{last['i2t']:.3f}, text->image {last['t2i']:.3f}, chance {last['chance']:.3f}.")
-    lines.append(f"- final training loss {record['history'][-1]['loss']:.3f} (ln(batch) = "
-                 f"{__import__('math').log(cfg['batch_size']):.2f} at chance); first steps: "
+    terms = "ClipLoss + dense term, each" if cfg.get("dense_weight", 0) > 0 else "ClipLoss"
+    lines.append(f"- final training loss {record['history'][-1]['loss']:.3f} ({terms} ln(batch) = "
+                 f"{math.log(cfg['batch_size']):.2f} at chance); first steps: "
                  f"{', '.join(f'{v:.4f}' for v in record['loss_trace'])} (re-run by `tests/test_pretrain_weights.py`).")
     for key, value in (evaluation or {}).items():
         lines.append(f"- {key}: {value}")

@@ -49,19 +49,21 @@ DENSE_LOSSES = ("pacl", "mean")  # the held-out pairs: another corpus seed and a
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Everything that determines a pretraining run (recorded in its checkpoint and model card)."""
+    """Everything that determines a pretraining run (recorded in its checkpoint and model card).
+
+    The defaults are the recipe of the shipped `synth-v1` weights (`emclip/clip/weights/registry.json`)."""
 
     model: str = "emclip-tiny"
     image_size: int = 64
-    corpus_size: int = 20000
+    corpus_size: int = 12000
     corpus_seed: int = 0
-    steps: int = 3000
+    steps: int = 1500
     batch_size: int = 128
     lr: float = 5e-4
     weight_decay: float = 0.05
-    warmup_steps: int = 150
-    dense_weight: float = 0.0
-    dense_loss: str = "pacl"
+    warmup_steps: int = 100
+    dense_weight: float = 1.0
+    dense_loss: str = "mean"
     seed: int = 0
     init_seed: int = 0
     eval_pairs: int = 512

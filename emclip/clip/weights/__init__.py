@@ -40,6 +40,14 @@ def shipped_entry(name: str, tag: str) -> dict | None:
     return _shipped_registry().get(f"{name}:{tag}")
 
 
+def shipped_figures(name: str, tag: str) -> dict:
+    """The measured figures shipped beside weights ``(name, tag)`` (the registry entry's ``figures``
+    JSON: the cross-domain runs quoted in the model card); ``{}`` when there are none."""
+    entry = shipped_entry(name, tag) or {}
+    path = WEIGHTS_DIR / entry["figures"] if entry.get("figures") else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+
 def resolve_pretrained(name: str, pretrained) -> str | None:
     """What ``pretrained`` means for ``name``: ``"default"`` -> the first shipped tag of ``name``
     (``None`` when there is none), ``"random"`` -> ``None``; anything else unchanged."""
@@ -75,15 +83,17 @@ def check_sha256_argument(expected, min_prefix: int = MIN_SHA256_PREFIX) -> str:
     return text
 
 
-def verify_sha256(path, expected: str, min_prefix: int = MIN_SHA256_PREFIX) -> str:
+def verify_sha256(path, expected: str, min_prefix: int = MIN_SHA256_PREFIX,
+                  fix: str = "delete it and download again (`emclip download-weights NAME TAG`)") -> str:
     """Raise :class:`WeightsMismatchError` unless ``path``'s SHA256 starts with ``expected``
-    (at least ``min_prefix`` hex characters, see :func:`check_sha256_argument`); return the digest."""
+    (at least ``min_prefix`` hex characters, see :func:`check_sha256_argument`); return the digest.
+    ``fix`` is the remedy the error message gives."""
     expected = check_sha256_argument(expected, min_prefix)
     actual = file_sha256(path)
     if not actual.startswith(expected):
         raise WeightsMismatchError(
             f"SHA256 mismatch for {path}: expected {expected}, got {actual}. The file is corrupt or not "
-            "the one you meant; delete it and download again (`emclip download-weights NAME TAG`)."
+            f"the one you meant; {fix}."
         )
     return actual
 
