@@ -258,11 +258,12 @@ runlog.record(
 # %% [markdown]
 # ## What to expect with real CLIP weights / real data
 #
-# - Here CLIP is the tiny **randomly initialised** offline model (unless the `gpu` profile found real weights):
-#   the text embeddings are random but distinct vectors, so they work as fixed class anchors, and the
-#   decoder learns everything. With real weights (`ViT-B-16`, `openai`/`laion2b`, or BiomedCLIP) the frozen
-#   features and the text embeddings carry meaning, training converges faster, and the benefit of text guidance
-#   shows mostly **across domains** (notebook 06), not on the source domain.
+# - Here CLIP is `emclip-tiny` with the kit's own pretrained weights `synth-v1` (notebook 02): a miniature
+#   foundation model pretrained on synthetic image-caption pairs whose styles keep away from the benchmark's,
+#   not a real CLIP. The model `emclip-random` is the same network at random initialisation (the control).
+#   Notebook 02 shows what was measured with each across domains; notebook 06 runs the comparison. Real
+#   weights (`ViT-B-16`, `openai`/`laion2b`, or BiomedCLIP) learned from hundreds of millions of real pairs;
+#   this kit cannot download or measure them offline.
 # - Synthetic source-domain Dice is high (disc > 0.9 at the `cpu` profile); on the real Fundus-DG and M&Ms
 #   sets expect in-domain Dice around 0.9 (disc, LV) and lower for the cup, MYO and RV.
 # - The `gpu` profile trains at paper scale: 224 px input, ViT-B/16, thousands of steps, wider decoder.

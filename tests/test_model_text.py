@@ -16,7 +16,7 @@ def test_fundus_guidance_attends_to_a_background_prompt():
     model = create_model("emclip", "fundus", profile="ci", text={"background": True})
     fundus = get_task("fundus")
     assert model.text_embeddings.shape == (3, model.encoder.embed_dim)  # background, disc, cup
-    bundle = load_clip(model.config["clip"]["model"], None)
+    bundle = load_clip(model.config["clip"]["model"], model.config["clip"]["pretrained"])
     background = ensemble([encode_prompts(bundle, fundus.guidance_prompts()[0])])[0]
     torch.testing.assert_close(model.text_embeddings[0], background)
     x = torch.rand(1, 3, 32, 32)

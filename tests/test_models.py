@@ -95,7 +95,7 @@ def test_text_embeddings_match_clip_text_tower():
     from emclip.clip import class_text_embeddings, load_clip
 
     model = create_model("emclip", "fundus", profile="ci", text={"background": False})
-    expected = class_text_embeddings(load_clip(model.config["clip"]["model"], None), "fundus")
+    expected = class_text_embeddings(load_clip(model.config["clip"]["model"], model.config["clip"]["pretrained"]), "fundus")
     torch.testing.assert_close(model.text_embeddings, expected.float())
 
 

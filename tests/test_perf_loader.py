@@ -193,7 +193,9 @@ def test_style_mode_applies_the_style_prior_and_keeps_masks_aligned(monkeypatch)
         calls.append(generator.device.type)
         return (images * 0.5).clamp(0, 1)
 
-    monkeypatch.setitem(sys.modules, "emclip.data.style_prior", types.SimpleNamespace(style_augment=fake_style_augment))
+    fake = types.SimpleNamespace(style_augment=fake_style_augment)
+    monkeypatch.setitem(sys.modules, "emclip.data.style_prior", fake)
+    monkeypatch.setattr("emclip.data.style_prior", fake, raising=False)  # once imported, the package attribute wins
     masks = torch.zeros(2, 32, 32, dtype=torch.long)
     masks[:, 8:24, 8:24] = 1
     image = masks[:, None].float().expand(-1, 3, -1, -1).contiguous()

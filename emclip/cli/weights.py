@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from emclip.errors import ConfigError, InputError
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -46,13 +48,13 @@ def run(args) -> int:
             print(f"{name:40s} {tag or '-'}")
         return 0
     if not args.name:
-        raise ValueError("give a model NAME (e.g. ViT-B-16 openai), or --list to see the valid pairs")
+        raise ConfigError("give a model NAME (e.g. ViT-B-16 openai), or --list to see the valid pairs")
     expected = check_sha256_argument(args.sha256) if args.sha256 is not None else None
     if _is_local_file(args.tag):
         if not os.path.isfile(args.tag):
-            raise FileNotFoundError(f"weights file {args.tag} does not exist; pass an existing file or a tag.")
+            raise InputError(f"weights file {args.tag} does not exist; pass an existing file or a tag.")
         if expected is None:
-            raise ValueError(f"{args.tag} is a local file: there is nothing to download. Pass --sha256 DIGEST "
+            raise ConfigError(f"{args.tag} is a local file: there is nothing to download. Pass --sha256 DIGEST "
                              "to check it, or load it with load_clip(NAME, pretrained=PATH, sha256=DIGEST).")
         digest = verify_sha256(args.tag, expected)
         print(f"CLIP weights file {args.tag}: SHA256 {digest} matches.")
