@@ -6,7 +6,7 @@
 # **You will learn to**
 #
 # - say what EM-CLIP is and what each notebook teaches
-# - choose a run profile (ci / cpu / gpu) and see the device the kit will use
+# - choose a run profile (ci / cpu / colab / gpu) and see the device the kit will use
 # - read the two tasks: regions, label maps, domains and class prompts
 #
 # **Expected runtime** — **CPU**: < 1 min · **GPU**: < 1 min
@@ -14,10 +14,13 @@
 # %% [markdown]
 # ## Parameters
 #
-# The next cell is tagged `parameters`: papermill (`-p name value`) and the `emclip sweep` command override it. `profile = None` reads `$EMCLIP_PROFILE` (`ci`, `cpu`, `gpu` or `auto`, the default, which picks `gpu` when CUDA is present).
+# The next cell is tagged `parameters`: papermill (`-p name value`) and the `emclip sweep` command override
+# it. `profile = None` reads `$EMCLIP_PROFILE`: `ci` (seconds), `cpu` (minutes on a laptop), `colab` (a class
+# on a Colab T4 GPU), `gpu` (a larger model for longer) or `auto`, the default, which picks `colab` on a Colab
+# GPU runtime, `gpu` elsewhere when CUDA is present, else `cpu`.
 
 # %% tags=["parameters"]
-profile = None  # None reads $EMCLIP_PROFILE; or "ci", "cpu", "gpu", "auto"
+profile = None  # None reads $EMCLIP_PROFILE; or "ci", "cpu", "colab", "gpu", "auto"
 seed = 0
 task_name = "fundus"
 
@@ -76,13 +79,18 @@ emclip.print_config(profile)
 # | text-guided pixel decoder | the class text embeddings steer the pixel features and score every pixel | 05 |
 # | cross-domain evaluation | train on some centres, test on unseen ones (Dice, HD95 per domain and region) | 06 |
 #
-# Everything runs offline on synthetic multi-centre data (notebook 01) and a tiny randomly initialised CLIP;
-# with internet or a cache the same code uses real CLIP weights, and with `EMCLIP_DATA_DIR` set the real data sets.
+# Everything runs offline, on synthetic multi-centre data (notebook 01) and a small CLIP that ships with the kit
+# (notebook 02 says which weights it has and what pretraining adds); with internet or a cache the same code uses
+# real CLIP weights, and with `EMCLIP_DATA_DIR` set the real data sets. The paper's code, hyper-parameters and
+# results are not public (only its abstract is): where the kit fills a gap, it says "design choice, not from the
+# paper".
 
 # %% [markdown]
 # ## The run profile and the device
 #
-# One switch sizes every run. `ci` takes seconds (tests), `cpu` a few minutes on a laptop, `gpu` is paper scale.
+# One switch sizes every run: `ci` takes seconds (tests), `cpu` a few minutes per notebook on a laptop, `colab`
+# fits a class on a Colab T4 GPU, `gpu` trains a larger model for longer (the kit's choice of settings: the
+# paper's are not public).
 
 # %%
 prof = emclip.get_profile(profile)

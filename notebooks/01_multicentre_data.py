@@ -15,10 +15,13 @@
 # %% [markdown]
 # ## Parameters
 #
-# The next cell is tagged `parameters`: papermill (`-p name value`) and the `emclip sweep` command override it. `profile = None` reads `$EMCLIP_PROFILE` (`ci`, `cpu`, `gpu` or `auto`, the default, which picks `gpu` when CUDA is present).
+# The next cell is tagged `parameters`: papermill (`-p name value`) and the `emclip sweep` command override
+# it. `profile = None` reads `$EMCLIP_PROFILE`: `ci` (seconds), `cpu` (minutes on a laptop), `colab` (a class
+# on a Colab T4 GPU), `gpu` (a larger model for longer) or `auto`, the default, which picks `colab` on a Colab
+# GPU runtime, `gpu` elsewhere when CUDA is present, else `cpu`.
 
 # %% tags=["parameters"]
-profile = None  # None reads $EMCLIP_PROFILE; or "ci", "cpu", "gpu", "auto"
+profile = None  # None reads $EMCLIP_PROFILE; or "ci", "cpu", "colab", "gpu", "auto"
 seed = 0
 image_size = None  # None: the profile's image size
 size_show = 96  # pixels of the displayed samples
@@ -59,7 +62,6 @@ if "google.colab" in sys.modules:  # Colab only; a clone uses `pip install -e .`
 # %%
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
@@ -70,6 +72,7 @@ import emclip.runlog
 import emclip.tasks
 import emclip.viz.data as viz
 from emclip.data import shift, style_table
+from emclip.exercises import attempt
 from emclip.viz.widgets import explore
 
 emclip.print_config(profile)
@@ -138,7 +141,9 @@ explore(
             (f"{t} {d}: {emclip.tasks.get_task(t).domain_names[d]}", (t, d))
             for t in ("fundus", "cardiac")
             for d in emclip.tasks.get_task(t).domains
-        ]
+        ],
+        description="task, domain",  # a description of its own, shown in full (not cut to "task_dom...")
+        style={"description_width": "initial"},
     ),
     index=widgets.IntSlider(value=0, min=0, max=prof.train_per_domain - 1),
     show_mask=widgets.Checkbox(value=True, description="mask overlay"),
@@ -274,26 +279,41 @@ else:
 # %% [markdown]
 # ## What to expect with real data
 #
-# Real Fundus-DG and M&Ms domains differ less *visibly* than the exaggerated synthetic styles, but in more
-# ways (anatomy, pathology, annotation protocol, field of view). Published single-source results drop by
-# tens of Dice points on some targets (e.g. RIM-ONE-r3 cup), which is the gap the synthetic styles are
-# calibrated to reproduce. Expect the pixel-classifier matrix above to look less extreme, but not flat.
+# Real Fundus-DG and M&Ms centres also differ in ways the synthetic styles do not model (anatomy, pathology,
+# annotation protocol, field of view). The synthetic styles are a design choice of the kit, set by hand so
+# that the shift is easy to see; they are not calibrated to reproduce any published gap, and the kit has not
+# measured the gap on the real sets (the measurements above use synthetic data).
 #
 # ## Exercises
 #
-# 1. Write `decode(grey)` that turns a DoFE grey mask into labels (> 200 background, 51..200 rim, <= 50 cup) and
-#    check it with `emclip.exercises.data.check_decode_fundus_mask(decode)`.
-# 2. Write `rician(image, sigma, rng)` (MRI magnitude noise) and check it with
-#    `emclip.exercises.data.check_rician_noise(rician)`. Why is a dark MRI background never zero on average?
-# 3. Make `domain4` look like `domain1` with `dataclasses.replace(data.STYLES["fundus"]["domain4"], ...)` (edit
-#    the table in place, e.g. `data.STYLES["fundus"]["domain4"] = ...`) and rerun the pixel classifier: how much
-#    of the Dice drop was appearance, how much anatomy (`scale`)?
+# Each code exercise starts from a stub that raises `NotImplementedError`; replace it with your code and
+# run the cell: `attempt(checker, your_function)` says "not attempted yet", explains what is wrong, or
+# says it is correct.
+#
+# 1. **Decode a DoFE mask.** Write `my_decode(grey)`: a grey mask (H, W) uint8 -> labels (> 200 background
+#    0, 51..200 rim 1, <= 50 cup 2).
+# 2. **Rician noise.** Write `my_rician(image, sigma, rng)`: the magnitude of a complex signal whose real part
+#    is `image` plus Gaussian noise of std `sigma` and whose imaginary part is Gaussian noise alone. Then
+#    answer: why is a dark MRI background never zero on average?
+# 3. **Appearance or anatomy?** Make `domain4` look like `domain1` with
+#    `dataclasses.replace(data.STYLES["fundus"]["domain4"], ...)` (edit the table in place, e.g.
+#    `data.STYLES["fundus"]["domain4"] = ...`) and rerun the pixel classifier: how much of the Dice drop was
+#    appearance, how much anatomy (`scale`)?
 
 
 # %%
-# Exercise 1 starter: replace the body, then run the checker.
-def decode(grey):
-    return np.select([grey > 200, grey > 50], [0, 1], default=2)  # a solution; try your own
+def my_decode(grey):
+    """grey (H, W) uint8 -> labels (H, W) int: > 200 background 0, 51..200 rim 1, <= 50 cup 2."""
+    raise NotImplementedError  # your code here
 
 
-print(exercises.check_decode_fundus_mask(decode))
+attempt(exercises.check_decode_fundus_mask, my_decode)
+
+
+# %%
+def my_rician(image, sigma, rng):
+    """image (H, W) float, sigma: noise std, rng: numpy Generator -> noisy magnitude image (H, W)."""
+    raise NotImplementedError  # your code here
+
+
+attempt(exercises.check_rician_noise, my_rician)
