@@ -1,10 +1,16 @@
 """Run-time settings shared by every layer: the run profile, the device, seeding, print_config.
 
-One switch sizes every run: ``EMCLIP_PROFILE`` = ``ci`` (seconds, tiny CLIP, CPU), ``cpu`` (a few
-minutes on a laptop), ``gpu`` (paper scale). ``auto`` (the default) picks ``gpu`` when CUDA is
-present, else ``cpu``. Modules read their sizes from the :class:`Profile` object, never from
-the environment directly, so that a notebook's ``parameters`` cell (or a papermill ``-p``) steers
+One switch sizes every run: ``EMCLIP_PROFILE`` = ``ci`` (seconds, CPU), ``cpu`` (a few minutes
+on a laptop), ``colab`` (a class on a Colab T4 GPU), ``gpu`` (paper scale). ``auto`` (the
+default) picks ``colab`` inside Google Colab with a GPU, ``gpu`` elsewhere when CUDA is present,
+else ``cpu``. Modules read their sizes from the :class:`Profile` object, never from the
+environment directly, so that a notebook's ``parameters`` cell (or a papermill ``-p``) steers
 everything through one value.
+
+A profile holds data and training sizes. Model settings (CLIP tower, EM bases K, iterations T,
+lambda, widths) live in the model configs (``emclip/models/configs/``); where a profile must
+change one, it says so in one visible place, :attr:`Profile.model_overrides`, which the model
+factory applies (and prints) on top of the config.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ class Profile:
     """Sizes of a run. Read by data, models, training and evaluation.
 
     Attributes:
-        name: ``ci``, ``cpu`` or ``gpu``.
+        name: ``ci``, ``cpu``, ``colab`` or ``gpu``.
         image_size: side of the square network input, in pixels.
         train_per_domain: synthetic training samples generated per domain.
         val_per_domain: synthetic validation samples per domain.
@@ -38,15 +44,14 @@ class Profile:
         batch_size: training batch size.
         train_steps: optimiser steps of one training run.
         eval_every: validate every this many steps.
-        clip_model: open_clip model name (``emclip-tiny`` is the offline default).
-        clip_pretrained: pretrained tag, ``None`` (random init) or ``"auto"`` (real weights when
-            reachable, else a loud fall-back to the tiny model).
-        em_bases: K, the number of EM bases.
-        em_iters: T, the EM iterations per forward pass.
-        em_lam: lambda, the E-step inverse temperature.
         lr: peak learning rate of the trainable parts.
         seeds: seeds of a multi-seed evaluation.
         num_workers: DataLoader workers.
+        model_overrides: model-config sections this profile changes, e.g.
+            ``{"em": {"bases": 8}, "clip": {"model": "ViT-B-16", "pretrained": "random"}}``.
+            The factory merges each section into every model whose config has it (a U-Net has
+            no ``clip`` section, so the CLIP choice skips it) and prints what it changed. Empty
+            for ``cpu`` and ``colab``: they run the configs as written.
     """
 
     name: str
@@ -57,14 +62,10 @@ class Profile:
     batch_size: int
     train_steps: int
     eval_every: int
-    clip_model: str
-    clip_pretrained: str | None
-    em_bases: int
-    em_iters: int
-    em_lam: float
     lr: float
     seeds: tuple[int, ...] = field(default=(0,))
     num_workers: int = 0
+    model_overrides: dict = field(default_factory=dict, hash=False)
 
     def replace(self, **changes) -> Profile:
         """A copy with some fields changed (unknown field names raise ``TypeError``)."""
@@ -74,29 +75,56 @@ class Profile:
         return dataclasses.asdict(self)
 
 
+#: the ci profile keeps the small widths and K it always had (seconds per notebook on a CPU)
+_CI_MODEL = {"em": {"bases": 8}, "decoder": {"channels": [48, 32, 24], "stem_channels": [16, 24]}}
+#: the gpu profile's explicit choice: ViT-B/16 at paper widths, CLIP at RANDOM init (offline, no
+#: weights can be downloaded: an architecture and speed check, never a silent switch to another
+#: tower). With a network, pass clip={"pretrained": "openai"} (or a weights file) to create_model.
+_GPU_MODEL = {
+    "clip": {"model": "ViT-B-16", "pretrained": "random"},
+    "em": {"bases": 32},
+    "decoder": {"channels": [256, 128, 64, 32], "stem_channels": [32, 64], "embed_dim": 64},
+    "unet": {"features": [32, 64, 128, 256, 512, 32]},
+}
+
 PROFILES: dict[str, Profile] = {
     "ci": Profile(
         name="ci", image_size=64, train_per_domain=24, val_per_domain=8, test_per_domain=8,
-        batch_size=8, train_steps=30, eval_every=15, clip_model="emclip-tiny", clip_pretrained=None,
-        em_bases=8, em_iters=3, em_lam=1.0, lr=3e-3, seeds=(0,), num_workers=0,
+        batch_size=8, train_steps=30, eval_every=15, lr=3e-3, seeds=(0,), num_workers=0,
+        model_overrides=_CI_MODEL,
     ),
     "cpu": Profile(
         name="cpu", image_size=96, train_per_domain=96, val_per_domain=16, test_per_domain=32,
-        batch_size=8, train_steps=200, eval_every=100, clip_model="emclip-tiny", clip_pretrained=None,
-        em_bases=16, em_iters=3, em_lam=1.0, lr=2e-3, seeds=(0,), num_workers=0,
+        batch_size=8, train_steps=200, eval_every=100, lr=2e-3, seeds=(0,), num_workers=0,
+    ),
+    # A class on Colab's free T4 (16 GB, fp16, 2 vCPUs): every notebook within about 10 minutes.
+    # Sizing is an ESTIMATE, not a measurement (no T4 was available): the configs' tiny CLIP at
+    # 128 px, batch 16, 600 steps; a step of these small models on a GPU is launch-bound, of the
+    # order of 20-40 ms, so one model trains in well under a minute and notebook 05's five to seven
+    # models, with data rendering (2 workers) and evaluation, in a few minutes.
+    "colab": Profile(
+        name="colab", image_size=128, train_per_domain=128, val_per_domain=32, test_per_domain=64,
+        batch_size=16, train_steps=600, eval_every=200, lr=2e-3, seeds=(0,), num_workers=2,
     ),
     "gpu": Profile(
         name="gpu", image_size=224, train_per_domain=800, val_per_domain=64, test_per_domain=200,
-        batch_size=32, train_steps=4000, eval_every=500, clip_model="ViT-B-16", clip_pretrained="auto",
-        em_bases=32, em_iters=3, em_lam=1.0, lr=3e-4, seeds=(0, 1, 2), num_workers=4,
+        batch_size=32, train_steps=4000, eval_every=500, lr=3e-4, seeds=(0, 1, 2), num_workers=4,
+        model_overrides=_GPU_MODEL,
     ),
 }
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime (its ``COLAB_RELEASE_TAG`` variable is set)."""
+    return bool(os.environ.get("COLAB_RELEASE_TAG")) or "google.colab" in sys.modules
 
 
 def _resolve_profile_name(name: str | None) -> str:
     raw = (name if name is not None else os.environ.get(PROFILE_ENV, "auto")).strip().lower() or "auto"
     if raw == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        return "colab" if in_colab() else "gpu"
     if raw not in PROFILES:
         valid = ", ".join([*PROFILES, "auto"])
         raise ValueError(
@@ -185,7 +213,9 @@ def config_lines(profile: str | None = None) -> list[str]:
 
     try:
         prof = get_profile(profile)
-        prof_text = f"{prof.name} (image {prof.image_size}px, {prof.train_steps} steps, CLIP {prof.clip_model})"
+        changes = ", ".join(f"{k}={v}" for k, v in prof.model_overrides.items()) or "none"
+        prof_text = (f"{prof.name} (image {prof.image_size}px, {prof.train_steps} steps, "
+                     f"model overrides: {changes})")
     except ValueError as err:
         prof_text = f"INVALID: {err}"
     dev = get_device("auto")

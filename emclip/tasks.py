@@ -8,6 +8,11 @@ Cardiac short-axis cine MRI (M&Ms):
     label map 0 background, 1 LV, 2 MYO, 3 RV. Mode ``multiclass``: the model predicts
     R = 4 softmax channels ``[background, LV, MYO, RV]``.
 
+Text: ``task.prompts()`` gives the class prompts of the logit channels (background first when
+multiclass); ``task.guidance_prompts()`` those of background + every region in both modes, the
+classes the decoder's text guidance attends to (so that a fundus background pixel has a class of
+its own to attend to, although fundus logits are disc and cup only).
+
 Shapes: a label map is (H, W) or (B, H, W) int64; region masks are (R, H, W) or (B, R, H, W)
 bool, R = ``len(task.regions)``; logits are (B, C, H, W), C = ``task.num_outputs``.
 """
@@ -72,12 +77,30 @@ class Task:
         descs = [r.descriptions for r in self.regions]
         return [self.background_descriptions, *descs] if self.mode == MULTICLASS else descs
 
+    def _fill(self, descriptions: list[tuple[str, ...]]) -> list[list[str]]:
+        return [[t.format(d) for t in self.templates for d in descs] for descs in descriptions]
+
     def prompts(self) -> list[list[str]]:
         """For each logit channel, every template filled with every description.
 
         CLIP's prompt ensembling averages the text embeddings of these sentences per class.
         """
-        return [[t.format(d) for t in self.templates for d in descs] for descs in self.class_descriptions()]
+        return self._fill(self.class_descriptions())
+
+    @property
+    def guidance_names(self) -> tuple[str, ...]:
+        """The classes text guidance attends to: ``("background", *region_names)`` in both modes."""
+        return ("background", *self.region_names)
+
+    def guidance_prompts(self) -> list[list[str]]:
+        """Prompts of :attr:`guidance_names` (equal to :meth:`prompts` for a multiclass task)."""
+        return self._fill([self.background_descriptions, *[r.descriptions for r in self.regions]])
+
+    @property
+    def output_rows(self) -> list[int]:
+        """Where each logit channel sits among :attr:`guidance_names` (multilabel: 1..R, multiclass: 0..R)."""
+        first = 1 if self.mode == MULTILABEL else 0
+        return list(range(first, first + self.num_outputs))
 
     # ----- label conversions -------------------------------------------------------------
     def check_domain(self, domain: str) -> str:

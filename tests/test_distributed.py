@@ -11,10 +11,12 @@ import torch.multiprocessing as mp
 from torch import nn
 
 # imported here so that the forked workers inherit them instead of importing them again
+from emclip.em import EMAggregation, update_em_bases
 from emclip.engine import distributed as ddp
 from emclip.engine import train_from_profile
 from emclip.losses import get_loss
 from emclip.models import create_model
+from emclip.runtime import get_profile
 
 
 def _free_port() -> int:
@@ -60,8 +62,9 @@ def _helpers_worker(rank: int, world: int, port: int, out: str) -> None:
             model(x).pow(2).mean().backward()
             opt.step()
         ddp.broadcast_buffers(model.module)
-        torch.save({"seen": seen, "state": model.module.state_dict(), "mean": ddp.all_reduce_mean(rank)},
-                   os.path.join(out, f"rank{rank}.pt"))
+        means = ddp.all_reduce_means({"loss": float(rank), "train_dice": 2.0 * rank + 1})
+        torch.save({"seen": seen, "state": model.module.state_dict(), "mean": ddp.all_reduce_mean(rank),
+                    "means": means}, os.path.join(out, f"rank{rank}.pt"))
     finally:
         ddp.cleanup_distributed()
 
@@ -75,6 +78,38 @@ def test_ddp_helpers_with_two_gloo_processes(tmp_path):
     for key in r0["state"]:
         assert torch.equal(r0["state"][key], r1["state"][key]), key
     assert r0["mean"] == r1["mean"] == 0.5
+    assert r0["means"] == r1["means"] == {"loss": 0.5, "train_dice": 2.0}
+
+
+def _em_case():
+    torch.manual_seed(0)
+    unit = EMAggregation(8, num_bases=4, norm="group").train()
+    images = torch.randn(6, 8, 3, 3, generator=torch.Generator().manual_seed(1))  # the global batch
+    return unit, images
+
+
+def _em_worker(rank: int, world: int, port: int, out: str) -> None:
+    _torchrun_env(rank, world, port)
+    assert ddp.init_distributed()
+    try:
+        unit, images = _em_case()
+        with torch.no_grad():
+            unit(images.chunk(world)[rank])  # each rank sees its shard of the global batch
+        update_em_bases(unit)
+        torch.save(unit.mu.clone(), os.path.join(out, f"mu{rank}.pt"))
+    finally:
+        ddp.cleanup_distributed()
+
+
+def test_em_bases_are_averaged_over_ranks_before_the_moving_average(tmp_path):
+    mp.start_processes(_em_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    mu0, mu1 = (torch.load(tmp_path / f"mu{r}.pt", weights_only=True) for r in (0, 1))
+    assert torch.equal(mu0, mu1)  # every rank keeps the same buffer (old code: each rank its own)
+    unit, images = _em_case()
+    with torch.no_grad():
+        unit(images)  # one process on the global batch
+    update_em_bases(unit)
+    torch.testing.assert_close(mu0, unit.mu, atol=1e-6, rtol=0)
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
@@ -82,8 +117,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
     assert ddp.init_distributed() and ddp.get_world_size() == world and ddp.get_rank() == rank
     try:
-        result = train_from_profile("emclip", "fundus", ["domain1"], profile="ci", steps=3, progress=False,
-                                    checkpoint_path=os.path.join(out, "ddp.pt"), image_size=32)
+        result = train_from_profile("emclip", "fundus", ["domain1"], profile=get_profile("ci", image_size=32), steps=3,
+                                    progress=False, checkpoint_path=os.path.join(out, "ddp.pt"))
         state = {k: v.clone() for k, v in result.model.state_dict().items()}
         torch.save({"state": state, "rows": len(result.history), "loss": result.history["loss"].tolist(),
                     "val": result.final_val_dice()}, os.path.join(out, f"rank{rank}.pt"))

@@ -9,6 +9,8 @@ import torch
 from emclip.em import (
     EMAggregation,
     EMOutput,
+    ResidualBlock,
+    discard_em_updates,
     e_step,
     em_history,
     em_iterations,
@@ -16,6 +18,7 @@ from emclip.em import (
     init_bases,
     low_rank_reconstruction,
     m_step,
+    update_em_bases,
 )
 
 
@@ -212,29 +215,93 @@ def test_backprop_last_step_does_not_change_forward_values():
 
 
 @pytest.mark.parametrize("renormalize", [True, False])
-def test_buffer_moves_by_moving_average_only_in_training(renormalize):
+def test_buffer_moves_by_moving_average_only_when_the_trainer_applies_it(renormalize):
     module = _module(momentum=0.9, renormalize=renormalize)
     x = torch.randn(3, 8, 4, 4)
     before = module.mu.clone()
     module.eval()
     with torch.no_grad():
         module(x)
+    assert update_em_bases(module) == 0  # eval forwards record nothing
     torch.testing.assert_close(module.mu, before, rtol=0, atol=0)
     module.train()
     with torch.no_grad():
         out = module(x)
+    torch.testing.assert_close(module.mu, before, rtol=0, atol=0)  # a forward alone never writes the buffer
+    assert update_em_bases(module) == 1
     expected = 0.9 * before + 0.1 * out.bases.mean(dim=0, keepdim=True)
     if renormalize:
         expected = expected / (1e-6 + expected.norm(dim=1, keepdim=True))
     torch.testing.assert_close(module.mu, expected)
     assert not torch.equal(module.mu, before)
+    assert update_em_bases(module) == 0  # applied once
+
+
+def test_updates_average_every_forward_since_the_last_update_and_can_be_discarded():
+    module = _module(momentum=0.5).train()
+    before = module.mu.clone()
+    a, b = torch.randn(2, 8, 3, 3), torch.randn(3, 8, 3, 3)
+    with torch.no_grad():
+        bases = torch.cat([module(a).bases, module(b).bases])  # e.g. gradient accumulation
+    update_em_bases(torch.nn.Sequential(module))  # finds the unit inside a bigger model
+    expected = 0.5 * before + 0.5 * bases.mean(dim=0, keepdim=True)
+    torch.testing.assert_close(module.mu, expected / (1e-6 + expected.norm(dim=1, keepdim=True)))
+    after = module.mu.clone()
+    with torch.no_grad():
+        module(torch.full((2, 8, 3, 3), float("nan")))  # a bad batch ...
+    discard_em_updates(module)  # ... whose loss was not finite
+    assert update_em_bases(module) == 0
+    torch.testing.assert_close(module.mu, after, rtol=0, atol=0)
+    assert torch.isfinite(module.mu).all()
+
+
+@pytest.mark.parametrize("iters", [1, 2, 3])
+def test_training_backward_works_for_every_t_even_after_the_update(iters):
+    """T = 1 used to fail: the buffer entered the E-step without a copy and was then updated in place."""
+    module = _module(iters=iters).train()
+    x = torch.randn(2, 8, 4, 4, requires_grad=True)
+    out = module(x)
+    update_em_bases(module)  # EMANet updates before backward; the E-step must hold its own copy
+    (out.features ** 2).mean().backward()
+    assert x.grad is not None and module.conv_in.weight.grad.abs().sum() > 0
 
 
 def test_momentum_one_freezes_the_bases():
     module = _module(momentum=1.0).train()
     before = module.mu.clone()
     module(torch.randn(2, 8, 3, 3))
+    update_em_bases(module)
     torch.testing.assert_close(module.mu, before, rtol=0, atol=1e-6)
+
+
+def test_l2_input_norm_makes_responsibilities_independent_of_the_feature_scale():
+    x = torch.randn(2, 8, 4, 4)
+    scaled = {norm: [_module(input_norm=norm).eval()(a * x).responsibilities for a in (0.1, 1.0, 30.0)]
+              for norm in ("l2", "none")}
+    for z in scaled["l2"][1:]:  # lam is a vMF concentration: only the direction of a feature counts
+        torch.testing.assert_close(z, scaled["l2"][0], atol=1e-5, rtol=0)
+    assert (scaled["none"][2] - scaled["none"][0]).abs().max() > 0.1  # EMANet's raw features: it does not
+
+
+def test_emanet_exact_mode_freezes_the_conv_that_gets_no_gradient():
+    module = _module(backprop_last_step=False).train()
+    assert not module.conv_in.weight.requires_grad  # DDP then finds no unused parameter
+    (module(torch.randn(2, 8, 4, 4)).features ** 2).mean().backward()
+    unused = [n for n, p in module.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused
+
+
+def test_residual_block_is_the_em_unit_without_the_em_iterations():
+    torch.manual_seed(0)
+    block = ResidualBlock(8, norm="group", input_norm="l2")
+    em = _module(norm="group", input_norm="l2")
+    assert {n for n, _ in block.named_parameters()} == {n for n, _ in em.named_parameters()}
+    x = torch.randn(2, 8, 4, 4)
+    out = block(x)
+    feats = torch.nn.functional.normalize(block.conv_in(x).reshape(2, 8, 16), dim=1, eps=1e-6)
+    expected = torch.relu(x + block.norm(block.conv_out(torch.relu(feats.reshape(2, 8, 4, 4)))))
+    torch.testing.assert_close(out.features, expected, atol=1e-5, rtol=0)
+    assert out.bases is None and out.responsibilities is None
 
 
 def test_eval_iters_is_respected():
@@ -255,7 +322,9 @@ def test_deterministic_under_a_seed():
     outs = []
     for _ in range(2):
         module = _module(seed=7).train()
-        outs.append((module(x).features.detach(), module.mu.clone()))
+        features = module(x).features.detach()
+        update_em_bases(module)
+        outs.append((features, module.mu.clone()))
     torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
     torch.testing.assert_close(outs[0][1], outs[1][1], rtol=0, atol=0)
     assert not torch.equal(_module(seed=8).mu, outs[0][1])

@@ -7,6 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from emclip.decoder.blocks import CosineClassifier, TextGuidance
+from emclip.errors import ConfigError, InputError
 from emclip.models import create_model, get_model_config, list_models
 from emclip.tasks import get_task
 
@@ -36,13 +37,28 @@ def test_forward_backward_both_sizes(name, task_name):
         assert sum(p.numel() for p in frozen) > 0
 
 
-def test_sizes_come_from_profile_unless_overridden():
+@pytest.mark.parametrize("task_name", ["fundus", "cardiac"])
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_builds_and_runs_without_a_profile(name, task_name, monkeypatch):
+    monkeypatch.delenv("EMCLIP_PROFILE", raising=False)
+    torch.manual_seed(0)
+    model = create_model(name, task_name)
+    assert model.config == get_model_config(name)  # the JSON as written, no profile applied
+    logits = model(torch.rand(1, 3, 32, 32))
+    assert logits.shape == (1, get_task(task_name).num_outputs, 32, 32) and torch.isfinite(logits).all()
+
+
+def test_sizes_come_from_the_config_then_the_profile_then_the_overrides(capsys):
+    assert create_model("emclip", "fundus").em.num_bases == get_model_config("emclip")["em"]["bases"] == 16
     model = create_model("emclip", "fundus", profile="ci")
-    assert model.config["em_bases"] == 8 and model.em.num_bases == 8 and model.config["profile"] == "ci"
-    model = create_model("emclip", "fundus", profile="ci", em_bases=4, em_iters=2, decoder={"embed_dim": 8})
+    assert model.config["em"]["bases"] == 8 and model.em.num_bases == 8
+    assert "profile 'ci' sets em.bases=8" in capsys.readouterr().out  # the override is visible
+    model = create_model("emclip", "fundus", profile="ci", em={"bases": 4, "iters": 2}, decoder={"embed_dim": 8})
     assert model.em.num_bases == 4 and model.em.iters == 2
     assert model.decoder.pixel_embed.out_channels == 8
     assert model.config["decoder"]["channels"] == get_model_config("emclip", "ci")["decoder"]["channels"]
+    create_model("emclip", "fundus", profile="cpu")
+    assert "sets" not in capsys.readouterr().out  # the cpu profile runs the configs as written
 
 
 def test_ablations_differ_as_documented():
@@ -50,18 +66,23 @@ def test_ablations_differ_as_documented():
     full = create_model("emclip", "cardiac", profile="ci")
     no_em = create_model("emclip-no-em", "cardiac", profile="ci")
     no_text = create_model("emclip-no-text", "cardiac", profile="ci")
-    assert full.em is not None and no_em.em is None
+    assert full.em is not None and no_em.em is None and no_em.residual is not None
     assert "text_embeddings" in full.state_dict() and "em.mu" in full.state_dict()
     assert full.text_embeddings.shape == (4, full.encoder.embed_dim)
     torch.testing.assert_close(full.text_embeddings.norm(dim=-1), torch.ones(4))
     assert no_text.text_embeddings is None and no_text.class_queries.requires_grad
+    # the -EM ablation keeps the EM unit's convs, norm and residual: only the EM iterations go
+    em_keys = {k for k in full.state_dict() if k.startswith("em.")} - {"em.mu"}
+    assert {k.replace("residual.", "em.", 1) for k in no_em.state_dict() if k.startswith("residual.")} == em_keys
+    assert {k for k in full.state_dict() if not k.startswith("em.")} == \
+        {k for k in no_em.state_dict() if not k.startswith("residual.")}
 
 
 def test_text_embeddings_match_clip_text_tower():
     from emclip.clip import class_text_embeddings, load_clip
 
-    model = create_model("emclip", "fundus", profile="ci")
-    expected = class_text_embeddings(load_clip(model.config["clip_model"], None), "fundus")
+    model = create_model("emclip", "fundus", profile="ci", text={"background": False})
+    expected = class_text_embeddings(load_clip(model.config["clip"]["model"], None), "fundus")
     torch.testing.assert_close(model.text_embeddings, expected.float())
 
 
@@ -106,22 +127,23 @@ def test_text_changes_the_prediction():
 @pytest.mark.parametrize("name", ["emclip", "unet"])
 def test_bad_inputs_give_clear_errors(name):
     model = create_model(name, "fundus", profile="ci")
-    with pytest.raises(ValueError, match="3 channels"):
+    with pytest.raises(InputError, match="3 channels"):
         model(torch.rand(1, 1, 32, 32))
-    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+    with pytest.raises(InputError, match=r"\(B, 3, H, W\)"):
         model(torch.rand(3, 32, 32))
     with pytest.raises(TypeError, match="floating point"):
         model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
 
 
 def test_unknown_names_and_keys_list_valid_ones():
-    with pytest.raises(ValueError, match="Valid models: .*emclip.*unet"):
+    with pytest.raises(ConfigError, match="Valid models: .*emclip.*unet"):
         create_model("segformer", "fundus", profile="ci")
-    with pytest.raises(ValueError, match="Valid keys"):
+    with pytest.raises(ConfigError, match="Valid keys"):
         create_model("unet", "fundus", profile="ci", widht=3)
     with pytest.raises(ValueError, match="Valid tasks"):
         create_model("unet", "retina", profile="ci")
-    assert set(list_models()) == {"emclip", "unet", "clip-linear", "emclip-no-em", "emclip-no-text"}
+    assert set(list_models()) == {"emclip", "unet", "clip-linear", "emclip-no-em", "emclip-no-text",
+                                  "emclip-random", "unet-stylerand"}
 
 
 def test_exercise_checkers_accept_right_and_reject_wrong_answers():

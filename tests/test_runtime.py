@@ -17,7 +17,7 @@ def test_version_is_a_release_string():
     assert all(part.isdigit() for part in (major, minor, patch))
 
 
-@pytest.mark.parametrize("name", ["ci", "cpu", "gpu"])
+@pytest.mark.parametrize("name", ["ci", "cpu", "colab", "gpu"])
 def test_named_profiles(name):
     profile = get_profile(name)
     assert profile.name == name
@@ -35,11 +35,33 @@ def test_profile_from_environment(monkeypatch):
     monkeypatch.setenv("EMCLIP_PROFILE", "ci")
     assert get_profile().name == "ci"
     monkeypatch.setenv("EMCLIP_PROFILE", "auto")
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
     assert get_profile().name == ("gpu" if torch.cuda.is_available() else "cpu")
 
 
+@pytest.mark.parametrize("cuda,colab,expected", [(True, True, "colab"), (True, False, "gpu"),
+                                                 (False, True, "cpu"), (False, False, "cpu")])
+def test_auto_picks_the_colab_profile_on_a_colab_gpu(monkeypatch, cuda, colab, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    if colab:
+        monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab_20250101-060000_RC00")
+    assert get_profile("auto").name == expected
+
+
+def test_profiles_hold_data_sizes_and_one_visible_model_override():
+    for field in ("clip_model", "clip_pretrained", "em_bases", "em_iters", "em_lam"):
+        assert not hasattr(PROFILES["cpu"], field), f"{field} is a model setting: it lives in the model config"
+    assert PROFILES["cpu"].model_overrides == {} and PROFILES["colab"].model_overrides == {}
+    gpu = PROFILES["gpu"].model_overrides
+    assert gpu["clip"] == {"model": "ViT-B-16", "pretrained": "random"}  # explicit: never "auto"
+    colab = PROFILES["colab"]
+    assert PROFILES["cpu"].image_size < colab.image_size < PROFILES["gpu"].image_size
+    assert colab.train_steps < PROFILES["gpu"].train_steps // 4 and colab.num_workers <= 2
+
+
 def test_unknown_profile_lists_the_valid_ones(monkeypatch):
-    with pytest.raises(ValueError, match=r"Unknown run profile 'laptop'.*ci, cpu, gpu, auto"):
+    with pytest.raises(ValueError, match=r"Unknown run profile .laptop..*ci, cpu, colab, gpu, auto"):
         get_profile("laptop")
     monkeypatch.setenv("EMCLIP_PROFILE", "fast")
     with pytest.raises(ValueError, match="EMCLIP_PROFILE"):
@@ -81,6 +103,6 @@ def test_print_config_names_versions_profile_and_device(capsys, monkeypatch):
     emclip.print_config("ci")
     out = capsys.readouterr().out
     assert f"emclip version:         {emclip.__version__}" in out
-    assert "Run profile:            ci" in out
+    assert "Run profile:            ci" in out and "model overrides: em=" in out
     assert "torch version:" in out and torch.__version__ in out
     assert "/tmp/somewhere" in out

@@ -84,3 +84,15 @@ def test_bad_masks_and_logits_are_named():
         task.check_mask(torch.zeros(2, 2))
     with pytest.raises(ValueError, match=r"\(B, 4, H, W\)"):
         task.predict_regions(torch.zeros(1, 2, 4, 4))
+
+
+def test_guidance_classes_include_background_in_both_modes():
+    fundus, cardiac = get_task("fundus"), get_task("cardiac")
+    assert fundus.guidance_names == ("background", "disc", "cup") and fundus.output_names == ("disc", "cup")
+    assert fundus.output_rows == [1, 2] and cardiac.output_rows == [0, 1, 2, 3]
+    assert fundus.guidance_prompts()[1:] == fundus.prompts()  # the regions' prompts are unchanged
+    assert "a fundus photograph of the retina." in fundus.guidance_prompts()[0]
+    assert cardiac.guidance_prompts() == cardiac.prompts()  # multiclass: background is already a class
+    for task in (fundus, cardiac):
+        names = [task.guidance_names[r] for r in task.output_rows]
+        assert tuple(names) == task.output_names

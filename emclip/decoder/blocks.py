@@ -1,7 +1,8 @@
 """Small building blocks of the text-guided pixel decoder.
 
-Shapes: feature maps are (B, C, h, w); class (text) embeddings are (R, D), one row per logit
-channel of the task, shared by every image of the batch.
+Shapes: feature maps are (B, C, h, w); class (text) embeddings are (R, D), one row per class,
+shared by every image of the batch, or (B, R, D) when they are adapted per image
+(:class:`CentreTextMatching`).
 
 Nothing here is from the EM-CLIP paper (its method section was not available): these are the
 generic pieces a CLIPSeg / DenseCLIP / tqdm-style decoder is built from, written out by hand
@@ -26,6 +27,15 @@ def group_norm(channels: int) -> nn.GroupNorm:
     """
     groups = math.gcd(channels, 8)
     return nn.GroupNorm(groups, channels)
+
+
+def _per_image(equation: str, table: torch.Tensor) -> str:
+    """``equation`` for a shared (R, .) table, or with a batch index for a per-image (B, R, .) one."""
+    if table.ndim == 2:
+        return equation
+    operands, out = equation.split("->")
+    first, second = operands.split(",")
+    return f"{first},b{second}->{out}"
 
 
 class ConvNormAct(nn.Sequential):
@@ -95,14 +105,18 @@ class TextGuidance(nn.Module):
         self.scale = attn_dim**-0.5
 
     def attention(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Attention of each pixel over the R classes: (B, R, h, w), sums to 1 over R."""
+        """Attention of each pixel over the R classes: (B, R, h, w), sums to 1 over R.
+
+        ``text`` (R, D) or (B, R, D)."""
         q = self.query(x)
         k = self.key(text)
-        return torch.einsum("bahw,ra->brhw", q, k).mul(self.scale).softmax(dim=1)
+        return torch.einsum(_per_image("bahw,ra->brhw", k), q, k).mul(self.scale).softmax(dim=1)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """x (B, C, h, w), text (R, D) or (B, R, D) -> (B, C, h, w)."""
         attn = self.attention(x, text)
-        attended = torch.einsum("brhw,ra->bahw", attn, self.value(text))
+        values = self.value(text)
+        attended = torch.einsum(_per_image("brhw,ra->bahw", values), attn, values)
         gamma, beta = self.film(attended).chunk(2, dim=1)
         return x * (1 + gamma) + beta
 
@@ -110,7 +124,7 @@ class TextGuidance(nn.Module):
 class CosineClassifier(nn.Module):
     """Logits from the cosine similarity of pixel and class embeddings.
 
-    ``forward(pixels (B, D, h, w), classes (R, D))`` -> (B, R, h, w) with
+    ``forward(pixels (B, D, h, w), classes (R, D) or (B, R, D))`` -> (B, R, h, w) with
     ``logit_r = exp(s) * cos(pixel, class_r) + b_r``.
 
     Follows the paper's description (the region logit is the similarity of a pixel embedding
@@ -127,6 +141,43 @@ class CosineClassifier(nn.Module):
     def forward(self, pixels: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         pixels = F.normalize(pixels, dim=1)
         classes = F.normalize(classes, dim=-1)
-        cos = torch.einsum("bdhw,rd->brhw", pixels, classes)
+        cos = torch.einsum(_per_image("bdhw,rd->brhw", classes), pixels, classes)
         scale = self.log_scale.clamp(max=self.max_log_scale).exp()
         return scale * cos + self.bias.view(1, -1, 1, 1)
+
+
+class CentreTextMatching(nn.Module):
+    """Each class finds its EM centres in the image, and its embedding moves towards them.
+
+    ``forward(text (G, D), centres (B, C, K))`` -> per-image class embeddings (B, G, D):
+
+    1. queries ``q = W_q t`` per class, keys ``k = W_k mu`` and values ``v = W_v mu`` per centre;
+    2. ``s = softmax_K(q . k / sqrt(A))`` (B, G, K): which of this image's K centres belong to
+       each class (its text-matched centres);
+    3. ``t_g <- t_g + sum_k s_gk v_k``.
+
+    The text acts as a fixed anchor that labels the image's own clusters, and the class
+    embedding follows the clusters when a new scanner moves them. ``W_v`` starts at zero, so
+    training starts from the untied model. Design choice, not from the paper (the abstract says
+    the decoder uses compact semantic centres and text, not how they meet).
+    """
+
+    def __init__(self, centre_dim: int, text_dim: int, attn_dim: int | None = None):
+        super().__init__()
+        attn_dim = attn_dim or min(centre_dim, text_dim)
+        self.query = nn.Linear(text_dim, attn_dim)
+        self.key = nn.Linear(centre_dim, attn_dim)
+        self.value = nn.Linear(centre_dim, text_dim)
+        nn.init.zeros_(self.value.weight)
+        nn.init.zeros_(self.value.bias)
+        self.scale = attn_dim**-0.5
+
+    def attention(self, text: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """(B, G, K): each class's attention over the image's centres, sums to 1 over K."""
+        k = self.key(centres.transpose(1, 2))  # (B, K, A)
+        return torch.einsum("ga,bka->bgk", self.query(text), k).mul(self.scale).softmax(dim=2)
+
+    def forward(self, text: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        attn = self.attention(text, centres)
+        matched = torch.einsum("bgk,bkd->bgd", attn, self.value(centres.transpose(1, 2)))
+        return text.unsqueeze(0) + matched

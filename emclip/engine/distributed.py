@@ -99,8 +99,10 @@ def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
     """Copy every buffer of ``model`` from rank ``src`` to all ranks (no-op when not distributed).
 
     DDP broadcasts buffers at the start of each forward, but a buffer a module updates during
-    its forward (EM-CLIP's EM bases, BatchNorm statistics) differs between ranks after the last
-    step; the training loop calls this at the end so that every rank returns the same model.
+    its forward (BatchNorm statistics) differs between ranks after the last step; the training
+    loop calls this at the end so that every rank returns the same model. (EM-CLIP's EM bases
+    are already equal on every rank: :func:`emclip.em.update_em_bases` averages their update
+    over the ranks.)
     """
     if not is_distributed():
         return
@@ -116,6 +118,22 @@ def all_reduce_mean(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item()) / get_world_size()
+
+
+def all_reduce_means(values: dict[str, float]) -> dict[str, float]:
+    """Each float of ``values`` averaged over all processes, in one collective (a copy when not distributed).
+
+    For the training log: ``row.update(all_reduce_means({"loss": loss, "train_dice": dice}))`` on
+    every rank gives every rank (and rank 0's history) the mean over the whole global batch
+    (exactly so when every rank's batch has the same size). Every rank must pass the same keys.
+    """
+    if not is_distributed():
+        return {k: float(v) for k, v in values.items()}
+    keys = sorted(values)
+    device = local_device() if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return {k: float(v) / get_world_size() for k, v in zip(keys, t.tolist())}
 
 
 def all_true(flag: bool) -> bool:

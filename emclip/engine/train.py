@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 
+from emclip.em import discard_em_updates, update_em_bases
 from emclip.engine import distributed as ddp
 from emclip.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap
 from emclip.engine.predict import mean_region_dice, region_dice
@@ -213,6 +214,7 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
             logits = net(images)
         loss = loss_fn(logits.float(), mask)
         if not ddp.all_true(bool(torch.isfinite(loss))):  # every rank stops together
+            discard_em_updates(bare)  # core-model: EM update after a finite loss
             bar.close()
             raise RuntimeError(
                 f"Non-finite loss ({loss.item()} on rank {ddp.get_rank()}) at step {step + 1}: training stopped. Lower the learning rate "
@@ -225,6 +227,7 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         used_lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
+        update_em_bases(bare)  # core-model: EM update after a finite loss
         scheduler.step()
         step += 1
         row = {"step": step, "loss": float(loss.detach()), "lr": used_lr,

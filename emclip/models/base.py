@@ -1,6 +1,7 @@
 """The common base of every emclip segmentation model: input checks, padding, task record.
 
-Every model maps images (B, 3, H, W) float in [0, 1] to logits (B, task.num_outputs, H, W).
+Every model maps images (B, 3, H, W) float32 in [0, 1] to logits (B, task.num_outputs, H, W);
+the batch is checked first (:func:`emclip.inputs.check_image_batch`: shape, dtype, NaN/inf, range).
 Sides that are not a multiple of the network's ``size_divisor`` (the patch size of a ViT, 16
 for the U-Net) are padded by reflection and the logits cropped back — design choice, not from
 the paper.
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from emclip.clip.dense import check_image_batch
+from emclip.inputs import check_image_batch
 from emclip.tasks import Task, get_task
 
 
@@ -24,9 +25,9 @@ class SegmentationModel(nn.Module, abc.ABC):
     Attributes:
         task_name: name of the task the model was built for (``"fundus"``, ``"cardiac"``).
         num_outputs: logit channels, ``task.num_outputs``.
-        config: the resolved configuration (JSON-serialisable dict, ``config["name"]`` the
-            model name); ``create_model(config["name"], task, **{k: v for k, v in config.items()
-            if k != "name"})`` rebuilds the model (as :func:`emclip.engine.load_model` does).
+        config: the complete resolved configuration (JSON-serialisable dict, ``config["name"]``
+            the model name); :func:`emclip.models.create_model_from_config` ``(config, task)``
+            rebuilds the same model from it alone.
         size_divisor: inputs are padded to a multiple of this.
     """
 
@@ -47,8 +48,13 @@ class SegmentationModel(nn.Module, abc.ABC):
     def name(self) -> str:
         return str(self.config.get("name", type(self).__name__))
 
+    @property
+    def role(self) -> str:
+        """``proposed``, ``baseline``, ``ablation`` or ``control`` (the config's ``role``)."""
+        return str(self.config["role"])
+
     def check_input(self, images) -> None:
-        """Raise a clear error unless ``images`` is a float (B, 3, H, W) tensor in [0, 1]."""
+        """Raise a clear InputError unless ``images`` is a float32 (B, 3, H, W) tensor in [0, 1]."""
         check_image_batch(images, where=f"{self.name}: images")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

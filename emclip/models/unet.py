@@ -1,8 +1,9 @@
 """U-Net trained from scratch on the image only: the classical DG baseline.
 
 MONAI's ``BasicUNet`` (2-D, instance norm, LeakyReLU, transposed-conv upsampling); no CLIP,
-no text. The widths come from ``configs/unet.json`` (``features``: five encoder widths and the
-last decoder width, MONAI's convention).
+no text. Config section ``unet``: ``features`` (five encoder widths and the last decoder width,
+MONAI's convention) and ``dropout``. ``unet-stylerand`` is the same network trained with style
+randomisation (``train.augment = "style"``, read by the engine).
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ class UNet(SegmentationModel):
 
     def __init__(self, task: Task | str, config: dict):
         super().__init__(task, config)
-        features = tuple(int(f) for f in config.get("features", (16, 32, 64, 128, 256, 16)))
-        if len(features) != 6:
-            raise ValueError(f"unet features must list 6 widths (MONAI BasicUNet), got {list(features)}.")
-        self.net = BasicUNet(spatial_dims=2, in_channels=3, out_channels=self.num_outputs, features=features,
-                             dropout=float(config.get("dropout", 0.0)))
+        cfg = config["unet"]
+        self.net = BasicUNet(spatial_dims=2, in_channels=3, out_channels=self.num_outputs,
+                             features=tuple(cfg["features"]), dropout=cfg["dropout"])
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images - 0.5)
