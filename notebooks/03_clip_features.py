@@ -69,6 +69,7 @@ from emclip.clip.analysis import channel_masks, domain_probe_accuracy, image_emb
 from emclip.data import get_dataset
 from emclip.exercises import attempt
 from emclip.exercises.clip import check_prompt_ensemble, check_similarity_map
+from emclip.models import get_model_config
 from emclip.tasks import get_task, list_tasks
 from emclip.viz import clip as vclip
 from emclip.viz.widgets import explore
@@ -78,8 +79,8 @@ emclip.print_config(profile)
 # %% [markdown]
 # ## 1. Load CLIP, and say which weights run
 #
-# `load_clip(name, pretrained)` wraps open_clip. Each run profile names a CLIP model and its weights
-# (`prof.clip_model`, `prof.clip_pretrained`; the parameters above can override both): real pretrained weights
+# `load_clip(name, pretrained)` wraps open_clip. EM-CLIP's model config names a CLIP model and its weights
+# (`get_model_config("emclip", prof)["clip"]`; the parameters above can override both): real pretrained weights
 # when they are cached or downloadable, the kit's own small pretrained model (notebook 02), or a random
 # initialisation (the control). The line printed below says which weights run; read the rest of the notebook
 # with it in mind.
@@ -89,8 +90,10 @@ prof = emclip.get_profile(profile)
 emclip.seed_everything(seed)
 device = emclip.get_device("auto")
 task = get_task(task_name)
-model_name = clip_model or prof.clip_model
-pretrained = prof.clip_pretrained if clip_pretrained == "profile" else clip_pretrained
+clip_config = get_model_config("emclip", prof)["clip"]  # the CLIP tower EM-CLIP uses in this profile
+model_name = clip_model or clip_config["model"]
+pretrained = clip_config["pretrained"] if clip_pretrained == "profile" else clip_pretrained
+pretrained = None if pretrained == "random" else pretrained  # None: random initialisation, the control
 bundle = load_clip(model_name, pretrained, device=device)
 print("CLIP weights in use ->", bundle.note)
 if bundle.is_random:

@@ -86,6 +86,7 @@ from emclip.em import (
 )
 from emclip.exercises import attempt
 from emclip.exercises.em import check_em_iterations
+from emclip.models import get_model_config
 from emclip.tasks import get_task
 from emclip.viz import em as vem
 from emclip.viz import em_toy
@@ -120,9 +121,10 @@ emclip.print_config(profile)
 
 # %%
 prof = emclip.get_profile(profile)
-K = int(em_bases if em_bases is not None else prof.em_bases)
-T = int(em_iters if em_iters is not None else prof.em_iters)
-lam = float(em_lam if em_lam is not None else prof.em_lam)
+model_config = get_model_config("emclip", prof)  # EM-CLIP's settings in this profile
+K = int(em_bases if em_bases is not None else model_config["em"]["bases"])
+T = int(em_iters if em_iters is not None else model_config["em"]["iters"])
+lam = float(em_lam if em_lam is not None else model_config["em"]["lam"])
 emclip.seed_everything(seed)
 task = get_task(task_name)
 device = emclip.get_device("auto")
@@ -273,7 +275,10 @@ runlog.record(
 # brightness and position rather than anatomy.
 
 # %%
-bundle = load_clip(prof.clip_model, pretrained=prof.clip_pretrained)
+clip_config = model_config["clip"]
+bundle = load_clip(
+    clip_config["model"], None if clip_config["pretrained"] == "random" else clip_config["pretrained"]
+)
 print(bundle.note if getattr(bundle, "note", None) else f"CLIP {bundle.name} ({bundle.pretrained})")
 print("random weights:", bundle.is_random)
 encoder = CLIPDenseEncoder(bundle).to(device)

@@ -114,10 +114,11 @@ prof = emclip.get_profile(profile)
 task = get_task(task_name)
 device = emclip.get_device("auto")
 emclip.seed_everything(seed)
-overrides = {k: v for k, v in {"em_bases": em_bases, "em_iters": em_iters}.items() if v is not None}
+em_changes = {k: v for k, v in {"bases": em_bases, "iters": em_iters}.items() if v is not None}
+overrides = {"em": em_changes} if em_changes else {}  # model-config sections to change
 model = create_model(model_name, task, profile=prof, **overrides)
 print(f"models: {list_models()}; building {model_name!r} for {task.name} on {device}")
-print("CLIP weights:", model.config.get("clip_note", "none (image-only model)"))
+print("CLIP weights:", getattr(model, "clip_note", "none (image-only model)"))
 viz_training.parameter_table(model)
 
 # %% [markdown]
@@ -174,7 +175,7 @@ print(
 # `train(..., resume=True)` after an interruption continues exactly where it stopped.
 
 # %%
-tag = "-".join(f"{k}{v}" for k, v in overrides.items()) or None  # non-default configs get their own file
+tag = "-".join(f"em_{k}{v}" for k, v in em_changes.items()) or None  # non-default configs get their own file
 ckpt_path = runlog.results_dir("checkpoints") / checkpoint_name(
     task, model_name, train_domains, prof, seed, tag
 )

@@ -120,9 +120,16 @@ def published(tmp_path):
     return tmp_path
 
 
+def _valid_for_setuptools(pyproject: Path) -> dict:
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    return read_configuration(pyproject, expand=False)  # raises on e.g. an empty [project.urls] entry
+
+
 def test_set_home_points_every_badge_and_install_at_the_home(published, monkeypatch):
     home = "https://github.com/teacher/emclip-fork"
-    assert set_home.read_home(published / "pyproject.toml") == home
+    assert set_home.read_setting(published / "pyproject.toml") == (home, f"v{emclip.__version__}")
+    assert _valid_for_setuptools(published / "pyproject.toml")["project"]["urls"]["Repository"] == home
     assert set_home.check(published) == []
     for ipynb in sorted((published / "notebooks").glob("*.ipynb")):
         nb = json.loads(ipynb.read_text())
@@ -139,8 +146,16 @@ def test_set_home_keeps_the_ref_and_can_clear_the_home(published):
     assert set_home.check(published) == []
     assert f"@v{emclip.__version__}" in (published / "notebooks" / "00_welcome.py").read_text()
     assert set_home.main(["", "--root", str(published)]) == 0
-    assert set_home.read_home(published / "pyproject.toml") == ""
+    assert set_home.read_setting(published / "pyproject.toml") == ("", f"v{emclip.__version__}")
+    assert "Repository" not in _valid_for_setuptools(published / "pyproject.toml")["project"]["urls"]
     assert "no public home yet" in (published / "notebooks" / "00_welcome.py").read_text()
+    assert set_home.check(published) == []
+
+
+def test_the_kits_own_setting_keeps_pyproject_valid():
+    home = set_home.read_home(ROOT / "pyproject.toml")
+    urls = _valid_for_setuptools(ROOT / "pyproject.toml")["project"]["urls"]
+    assert urls.get("Repository") == (home or None), "[project.urls] Repository follows [tool.emclip] home"
 
 
 def test_set_home_refuses_what_colab_cannot_open(published, capsys):

@@ -1,9 +1,10 @@
 """Point every notebook's Colab badge and install cell at the kit's public home: one setting, one command.
 
-The repository's home is ``Repository`` under ``[project.urls]`` in ``pyproject.toml`` (empty until
-the kit is published). Every lesson's title cell carries an "Open in Colab" badge and its set-up
-cell installs the kit on Colab; both are generated here from that one setting. An instructor who
-forks the kit runs, in the clone::
+The repository's home is one setting in ``pyproject.toml``: ``home`` (and the ``ref`` to open and install)
+under ``[tool.emclip]``, empty until the kit is published; with a home, ``Repository`` under
+``[project.urls]`` is written too (setuptools rejects an empty URL there, so it is left out until then).
+Every lesson's title cell carries an "Open in Colab" badge and its set-up cell installs the kit on
+Colab; both are generated here from that setting. An instructor who forks the kit runs, in the clone::
 
     python tools/set_home.py https://github.com/<you>/emclip --ref v0.1.0   # writes pyproject + notebooks
     git commit -am "Colab home" && git tag v0.1.0 && git push --tags        # the ref must exist on GitHub
@@ -13,8 +14,8 @@ notebook); ``--check`` exits 1 when a notebook disagrees with it. With no home, 
 so, and the set-up cell stops on Colab with a message that says what to set (a clone runs the
 notebooks with a local install: ``pip install -e .``).
 
-``--ref`` defaults to ``v<emclip version>``: a tag, so that every student installs the same code as
-the notebook they opened (the badge opens the notebook at that ref too).
+``--ref`` defaults to the current setting (``v<emclip version>`` at first): a tag, so that every
+student installs the same code as the notebook they opened (the badge opens the notebook at that ref).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sync_notebooks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-HOME_KEY = "Repository"
+HOME_KEY = "Repository"  #: written under [project.urls] once there is a home
 GITHUB = re.compile(r"https://github\.com/(?P<owner>[\w.-]+)/(?P<repo>[\w.-]+?)(?:\.git)?/?")
 REF = re.compile(r"[\w][\w./-]*")
 BADGE_LINE = re.compile(r"^# (\[!\[Open In Colab\]\(.*\)\]\(.*\)|\*Open in Colab: .*\*)$", re.M)
@@ -54,11 +55,25 @@ def version() -> str:
     return re.search(r'^__version__ = "([^"]+)"', text, re.M).group(1)
 
 
+def _section(text: str, name: str) -> str:
+    match = re.search(rf"^\[{re.escape(name)}\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    return match.group(1) if match else ""
+
+
+def _value(section: str, key: str) -> str | None:
+    match = re.search(rf'^{key}\s*=\s*"([^"]*)"', section, re.M)
+    return match.group(1).strip() if match else None
+
+
+def read_setting(pyproject: Path = ROOT / "pyproject.toml") -> tuple[str, str]:
+    """(home, ref) from ``[tool.emclip]``; home "" when there is no public home yet."""
+    section = _section(pyproject.read_text(), "tool.emclip")
+    return _value(section, "home") or "", _value(section, "ref") or f"v{version()}"
+
+
 def read_home(pyproject: Path = ROOT / "pyproject.toml") -> str:
-    """The ``Repository`` URL of ``[project.urls]``; "" when it is missing or empty (no public home yet)."""
-    section = re.search(r"^\[project\.urls\]\n(.*?)(?=^\[|\Z)", pyproject.read_text(), re.M | re.S)
-    match = section and re.search(rf'^{HOME_KEY}\s*=\s*"([^"]*)"', section.group(1), re.M)
-    return match.group(1).strip() if match else ""
+    """The kit's public home (``[tool.emclip] home``); "" when there is none yet."""
+    return read_setting(pyproject)[0]
 
 
 def check_home(url: str) -> str:
@@ -130,26 +145,20 @@ def render(text: str, home: str, ref: str, notebook: str) -> str:
     return "".join(cells)
 
 
-def current_ref(text: str) -> str | None:
-    """The ref a lesson's badge or install names today (None when there is no home)."""
-    match = re.search(r"git\+https://github\.com/[\w.-]+/[\w.-]+@([\w./-]+)\"", text)
-    return match.group(1) if match else None
-
-
 def apply(root: Path, home: str | None, ref: str | None) -> list[str]:
-    """Write the home (when given) into ``root/pyproject.toml`` and regenerate every lesson; returns changed stems."""
+    """Write the setting (when given) into ``root/pyproject.toml`` and regenerate every lesson; returns changed stems."""
     pyproject = root / "pyproject.toml"
     if ref is not None:
         check_ref(ref)
     if home is not None:
         home = check_home(home) if home else ""
-        _write_home(pyproject, home)
-    home = read_home(pyproject)
+    current_home, current_ref = read_setting(pyproject)
+    _write_setting(pyproject, current_home if home is None else home, ref or current_ref)
+    home, ref = read_setting(pyproject)
     changed = []
     for py, ipynb in sync_notebooks.pairs(root / "notebooks"):
         text = py.read_text()
-        use_ref = check_ref(ref or current_ref(text) or f"v{version()}")
-        new = render(text, home, use_ref, ipynb.name)
+        new = render(text, home, ref, ipynb.name)
         if new != text:
             py.write_text(new)
             changed.append(py.stem)
@@ -157,25 +166,36 @@ def apply(root: Path, home: str | None, ref: str | None) -> list[str]:
     return changed
 
 
-def _write_home(pyproject: Path, home: str) -> None:
-    text = pyproject.read_text()
-    line = f'{HOME_KEY} = "{home}"'
-    if re.search(rf"^{HOME_KEY} = .*$", text, re.M):
-        text = re.sub(rf"^{HOME_KEY} = .*$", line, text, count=1, flags=re.M)
-    elif "[project.urls]\n" in text:
-        text = text.replace("[project.urls]\n", f"[project.urls]\n{line}\n", 1)
+def _set_key(text: str, section: str, key: str, value: str | None) -> str:
+    """``text`` with ``key = "value"`` in ``[section]`` (added when missing); ``value=None`` removes the key."""
+    line = f'{key} = "{value}"'
+    header = f"[{section}]\n"
+    if header not in text:
+        return text if value is None else text.rstrip("\n") + f"\n\n{header}{line}\n"
+    start = text.index(header) + len(header)
+    body = _section(text, section)
+    pattern = re.compile(rf"^{key}\s*=.*\n?", re.M)
+    if pattern.search(body):
+        new_body = pattern.sub("" if value is None else line + "\n", body, count=1)
     else:
-        text = text.rstrip("\n") + f"\n\n[project.urls]\n{line}\n"
+        new_body = body if value is None else line + "\n" + body
+    return text[:start] + new_body + text[start + len(body):]
+
+
+def _write_setting(pyproject: Path, home: str, ref: str) -> None:
+    text = _set_key(pyproject.read_text(), "tool.emclip", "ref", ref)
+    text = _set_key(text, "tool.emclip", "home", home)
+    text = _set_key(text, "project.urls", HOME_KEY, home or None)  # setuptools rejects an empty URL
     pyproject.write_text(text)
 
 
 def check(root: Path) -> list[str]:
-    """Lessons whose badge or set-up cells disagree with the home in ``root/pyproject.toml``."""
-    home = read_home(root / "pyproject.toml")
+    """Lessons whose badge or set-up cells disagree with the setting in ``root/pyproject.toml``."""
+    home, ref = read_setting(root / "pyproject.toml")
     wrong = []
     for py, ipynb in sync_notebooks.pairs(root / "notebooks"):
         text = py.read_text()
-        if render(text, home, current_ref(text) or f"v{version()}", ipynb.name) != text:
+        if render(text, home, ref, ipynb.name) != text:
             wrong.append(py.stem)
     return wrong
 

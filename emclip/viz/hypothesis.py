@@ -131,7 +131,7 @@ def plain_reading(comparison: pd.DataFrame, metric: str = "dice", reference: str
 
 def describe_encoder(config: dict) -> str:
     """One sentence naming the CLIP tower of a model config (``config["clip"]`` = model + pretrained weights)."""
-    clip = config.get("clip") or {"model": config.get("clip_model"), "pretrained": config.get("clip_pretrained")}
+    clip = config["clip"]
     weights = clip.get("pretrained")
     if weights in (None, "random"):
         return (f"EM-CLIP's encoder in this run is `{clip.get('model')}` with **randomly initialised** weights: "
