@@ -83,6 +83,7 @@ from emclip.em import (
     em_objective,
     init_bases,
     low_rank_reconstruction,
+    update_em_bases,
 )
 from emclip.exercises import attempt
 from emclip.exercises.em import check_em_iterations
@@ -347,8 +348,10 @@ plt.show()
 #
 # `emclip.em.EMAggregation` wraps the iterations as EMANet does: a 1x1 conv in, T rounds started from a
 # **buffer** of bases (not a learned parameter), the reconstruction $MZ^\top$, ReLU, a 1x1 conv out with
-# normalisation, a residual connection. During training the buffer follows a moving average of the batch's
-# final bases (momentum 0.9); in eval mode it does not move, and the number of rounds may differ (`eval_iters`).
+# normalisation, a residual connection. During training each forward records the batch's final bases, and the
+# training loop moves the buffer towards their mean (a moving average, momentum 0.9) with
+# `emclip.em.update_em_bases(model)` after each optimiser step whose loss was finite; in eval mode nothing is
+# recorded, and the number of rounds may differ (`eval_iters`).
 
 # %%
 torch.manual_seed(seed)
@@ -356,9 +359,11 @@ unit = EMAggregation(feats.shape[1], num_bases=K, iters=T, lam=lam, eval_iters=T
 before = unit.mu.clone()
 unit.eval()
 out = unit(feats)
-assert torch.equal(unit.mu, before), "eval mode must not move the bases"
+assert update_em_bases(unit) == 0 and torch.equal(unit.mu, before), "eval mode records nothing"
 unit.train()
 out = unit(feats)
+assert torch.equal(unit.mu, before), "a training forward only records the bases"
+assert update_em_bases(unit) == 1  # what the training loop does after the optimiser step
 moved = (unit.mu - before).norm().item()
 print(
     "features",
@@ -368,7 +373,7 @@ print(
     "responsibilities",
     tuple(out.responsibilities.shape),
 )
-print(f"bases buffer moved by {moved:.4f} after one training forward (0 in eval mode)")
+print(f"bases buffer moved by {moved:.4f} after one training forward and update_em_bases (0 in eval mode)")
 assert moved > 0
 
 # %% [markdown]
