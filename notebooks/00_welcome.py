@@ -163,9 +163,28 @@ assert abs(cup_area - np.pi * 10**2) / (np.pi * 10**2) < 0.1
 emclip.runlog.record(profile=prof.name, device=str(device), cup_to_disc_area=cup_area / disc_area)
 
 # %% [markdown]
-# ## Where to go next
+# ## A class that fits: 90 minutes, then homework
 #
-# Work through the notebooks in order: `01_multicentre_data` → `02_foundation_model` → `03_clip_features` →
+# **Before class** (instructor): run `make run` once (every notebook in the `cpu` profile; it writes executed
+# copies to `results/notebooks/`, so the slow cells can be shown from there), and check which CLIP weights the
+# kit loads (notebook 02). In class, students run the `ci` profile (`EMCLIP_PROFILE=ci`, seconds per notebook)
+# or Colab (the `colab` profile). The minutes below are a teaching plan; each notebook's header gives its
+# measured run time.
+#
+# | minutes | notebook | sections |
+# |---|---|---|
+# | 0-5 | 00 Welcome | what the kit is; the two tasks |
+# | 5-15 | 01 Multi-centre data | four domains side by side; measuring the domain gap |
+# | 15-25 | 02 Foundation model | the shipped weights against the random control |
+# | 25-55 | 04 EM aggregation | 1 EM on the unit circle; 2 the 2-D toy with its predict-then-run; exercise 1 |
+# | 55-85 | 06 Cross-domain evaluation | the claim, your prediction, the measured comparison, the plain reading |
+# | 85-90 | wrap-up | 06 exercise 4: what run would make the reading evidence? |
+#
+# **Homework** (about 2.5 hours): 03 CLIP features with exercises 1-2 (30 min); 05 decoder training with
+# exercises 1-2 (30 min); 01 exercises 1-2 (15 min); 04 sections 3-4 and exercises 2-4 (30 min); 06 tables,
+# figures and exercises 1-3 (30 min); 07 parameter sweeps with exercise 1 (20 min).
+#
+# All notebooks in order: `01_multicentre_data` → `02_foundation_model` → `03_clip_features` →
 # `04_em_aggregation` → `05_decoder_training` → `06_cross_domain_evaluation` → `07_parameter_sweeps`.
 #
 # ## Exercises

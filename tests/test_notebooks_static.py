@@ -101,3 +101,14 @@ def test_no_hard_coded_gpu(notebook):
 def test_notebooks_check_results_with_asserts(notebook):
     path, nb = notebook
     assert any(re.search(r"^\s*assert ", _source(c), re.M) for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def test_the_class_plan_fills_90_minutes_without_gaps():
+    welcome = _load(ROOT / "notebooks" / "00_welcome.ipynb")
+    text = next(_source(c) for c in welcome["cells"] if "## A class that fits" in _source(c))
+    spans = [(int(a), int(b)) for a, b in re.findall(r"^\| (\d+)-(\d+) \|", text, re.M)]
+    assert spans and spans[0][0] == 0 and spans[-1][1] == 90, spans
+    assert all(end == nxt for (_, end), (nxt, _) in zip(spans, spans[1:])), f"gaps or overlaps: {spans}"
+    homework = re.search(r"\*\*Homework\*\* \(about ([\d.]+) hours\)(.*?)\n\n", text, re.S)
+    minutes = sum(int(m) for m in re.findall(r"\((\d+) min\)", homework.group(2)))
+    assert abs(minutes / 60 - float(homework.group(1))) <= 0.25, f"homework adds up to {minutes} min"
