@@ -142,8 +142,7 @@ explore(
             for t in ("fundus", "cardiac")
             for d in emclip.tasks.get_task(t).domains
         ],
-        description="task, domain",  # a description of its own, shown in full (not cut to "task_dom...")
-        style={"description_width": "initial"},
+        description="task, domain",
     ),
     index=widgets.IntSlider(value=0, min=0, max=prof.train_per_domain - 1),
     show_mask=widgets.Checkbox(value=True, description="mask overlay"),

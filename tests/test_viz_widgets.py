@@ -39,3 +39,14 @@ def test_live_mode_returns_the_explorer_widget(monkeypatch):
     assert isinstance(output, ipywidgets.Output) and slider.description == "k"
     slider.value = 5  # moving the control reruns the callback
     assert seen == [3, 5]
+
+
+def test_live_mode_shows_labels_in_full(monkeypatch):
+    ipywidgets = pytest.importorskip("ipywidgets")
+    monkeypatch.delenv(widgets.NO_WIDGETS_ENV, raising=False)
+    dropdown = ipywidgets.Dropdown(options=["fundus domain1", "cardiac A"])
+    fixed_width = ipywidgets.IntSlider(value=1, min=0, max=3, style={"description_width": "60px"})
+    box = widgets.explore(lambda task_domain, index: None, task_domain=dropdown, index=fixed_width)
+    assert dropdown.description == "task_domain" and dropdown.style.description_width == "initial"
+    assert fixed_width.style.description_width == "60px"  # a width the notebook chose is kept
+    assert len(box.children) == 3
