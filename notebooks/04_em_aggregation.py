@@ -465,7 +465,7 @@ print(
 if cost_ns is not None:
     ns = tuple(cost_ns)
 elif prof.name == "ci":
-    ns = (256, 1024, 4096)
+    ns = (256, 1024, 2048)
 elif device.type == "cuda":
     ns = (1024, 2048, 4096, 8192, 16384)
 else:
