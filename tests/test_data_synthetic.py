@@ -24,7 +24,8 @@ def test_sample_contract_every_domain(task):
     spec = get_task(task)
     for domain in spec.domains:
         sample = get_dataset(task, domain, "train", size=48, n=2)[1]
-        assert set(sample) == {"image", "mask", "domain", "id"}
+        volume_keys = {"volume", "slice", "spacing", "slice_thickness"} if task == "cardiac" else set()
+        assert set(sample) == {"image", "mask", "domain", "id"} | volume_keys
         image, mask = sample["image"], sample["mask"]
         assert image.shape == (3, 48, 48) and image.dtype == torch.float32
         assert mask.shape == (48, 48) and mask.dtype == torch.int64
@@ -170,3 +171,52 @@ def test_exercise_checker_rician():
     assert "Rice" in check_rician_noise(rician)
     with pytest.raises(AssertionError, match="Rician mean"):
         check_rician_noise(lambda image, sigma, rng: np.abs(image + sigma * rng.standard_normal(image.shape)))
+
+
+def _lv_centroid(mask):
+    return np.argwhere(mask == 1).mean(0)
+
+
+def test_cardiac_samples_are_stacks_of_slices_base_to_apex():
+    """Every 8 consecutive samples form one volume: same phase and heart, LV shrinking to the apex,
+    the RV gone from some apical slices, and the volume keys of the sample contract."""
+    from emclip.data.synthetic_cardiac import FIELD_OF_VIEW_MM, SLICE_THICKNESS_MM, SLICES_PER_VOLUME
+
+    size, n_volumes = 64, 6
+    ds = get_dataset("cardiac", "B", "test", size=size, n=n_volumes * SLICES_PER_VOLUME, seed=3)
+    samples = [ds[i] for i in range(len(ds))]
+    volumes = [s["volume"] for s in samples]
+    assert len(set(volumes)) == n_volumes and volumes[0] == "syn-cardiac-B-test-s3-v0000"
+    assert [s["slice"] for s in samples[:SLICES_PER_VOLUME]] == list(range(SLICES_PER_VOLUME))
+    assert torch.allclose(samples[0]["spacing"], torch.full((2,), FIELD_OF_VIEW_MM / size))
+    assert float(samples[0]["slice_thickness"]) == SLICE_THICKNESS_MM
+    apical_without_rv = 0
+    for v in range(n_volumes):
+        stack = [s["mask"].numpy() for s in samples[v * SLICES_PER_VOLUME:(v + 1) * SLICES_PER_VOLUME]]
+        lv_area = np.array([(m == 1).sum() for m in stack])
+        assert lv_area[0] > 1.5 * lv_area[-1] and np.all(np.diff(lv_area) < 0.1 * lv_area[0])  # shrinks to the apex
+        centres = np.array([_lv_centroid(m) for m in stack])
+        assert np.abs(centres - centres[0]).max() < 0.12 * size  # one heart, not eight random ones
+        rv = [(m == 3).any() for m in stack]
+        assert all(rv[:4]), "basal and mid slices show the RV"
+        apical_without_rv += int(not rv[-1])
+    assert apical_without_rv >= n_volumes // 2
+
+
+def test_cardiac_volumes_are_deterministic_and_differ_between_seeds():
+    a = [render_sample("cardiac", "A", "train", i, 0, 32)[1] for i in range(8, 16)]
+    b = [render_sample("cardiac", "A", "train", i, 0, 32)[1] for i in range(8, 16)]
+    c = [render_sample("cardiac", "A", "train", i, 1, 32)[1] for i in range(8, 16)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_cardiac_per_slice_statistics_stay_sensible():
+    """The per-slice view of the stacks: RV absent in about a quarter of the slices (the apical ones),
+    LV and MYO always present, the LV covering a plausible part of the image."""
+    masks = np.stack([render_sample("cardiac", d, "train", i, 0, 48)[1] for d in "ABCD" for i in range(32)])
+    no_rv = 1 - (masks == 3).any(axis=(1, 2)).mean()
+    assert 0.1 < no_rv < 0.4, no_rv
+    assert (masks == 1).any(axis=(1, 2)).all() and (masks == 2).any(axis=(1, 2)).all()
+    lv_fraction = (masks == 1).mean(axis=(1, 2))  # per-slice generator before the stacks: 0.13 % .. 3 %, median 0.7 %
+    assert 0.0005 < lv_fraction.min() and 0.004 < np.median(lv_fraction) < 0.015 and lv_fraction.max() < 0.06

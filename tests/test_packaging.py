@@ -105,7 +105,7 @@ def test_cli_info_prints_versions_device_and_profile():
 def test_cli_unknown_profile_is_a_clear_error():
     result = _cli("info", "--profile", "turbo")
     assert result.returncode == 2
-    assert "Unknown run profile 'turbo'" in result.stderr and "ci, cpu, gpu, auto" in result.stderr
+    assert "Unknown run profile 'turbo'" in result.stderr and "ci, cpu, colab, gpu, auto" in result.stderr
 
 
 @pytest.mark.parametrize("target", ["run", "test", "lab", "install", "fixup", "strip"])

@@ -183,3 +183,177 @@ def test_best_params_averages_over_domains_and_seeds_and_ignores_failures():
 
     with pytest.raises(AssertionError, match="average over seeds"):
         check_best_params(single_best_run)
+
+
+# ----- reliability (issue 16): grid names, parameter checks, interruption ------------------------
+def test_misspelled_grid_name_is_refused_before_anything_runs(tmp_path, capsys):
+    notebook = demo_notebook(tmp_path / "demo.ipynb")
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(notebook), "-g", "em_base=4,8", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Unknown grid parameter(s) em_base" in err
+    assert "did you mean em_base -> em_bases?" in err and "sets: profile, em_bases, em_iters, em_lam, seed" in err
+    assert not out.exists()  # nothing ran, nothing was written
+
+
+def test_grid_names_come_from_the_parameters_cell(tmp_path):
+    from emclip.errors import ConfigError
+    from emclip.sweep import check_grid_names, notebook_parameters
+
+    notebook = make_notebook(tmp_path / "p.ipynb", "a = 1\nb: float = 2.0  # (a comment)\nc, d = 3, 4\n%matplotlib inline",
+                             ["e = a + b"])
+    assert notebook_parameters(notebook) == ["a", "b", "c", "d"]
+    check_grid_names(notebook, {"a": [1], "d": [2]})
+    with pytest.raises(ConfigError, match="Unknown grid parameter.s. e "):
+        check_grid_names(notebook, {"e": [1]})
+    import nbformat
+
+    plain = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("a = 1")])
+    nbformat.write(plain, str(tmp_path / "plain.ipynb"))
+    with pytest.raises(ConfigError, match="no cell tagged 'parameters'"):
+        check_grid_names(tmp_path / "plain.ipynb", {"a": [1]})
+
+
+@pytest.mark.parametrize(("value", "kwargs", "message"), [
+    (0, {"minimum": 1}, "em_bases=0 is below the minimum 1; valid: int >= 1"),
+    (-4, {"minimum": 1}, "em_bases=-4 is below the minimum 1"),
+    ("eight", {}, "em_bases='eight' has type str; expected int"),
+    (True, {}, "em_bases=True has type bool; expected int"),
+    (64, {"maximum": 32}, "em_bases=64 is above the maximum 32"),
+    (3, {"choices": (4, 8)}, "em_bases=3 is not one of 4, 8"),
+    ([4, 9], {"choices": (4, 8)}, "em_bases=.4, 9. holds 9, which is not valid"),
+])
+def test_check_parameter_names_parameter_value_and_range(value, kwargs, message):
+    from emclip.errors import ConfigError
+    from emclip.params import check_parameter
+
+    kind = list if isinstance(value, list) else int
+    with pytest.raises(ConfigError, match=message):
+        check_parameter("em_bases", value, kind, **kwargs)
+
+
+def test_check_parameter_passes_valid_values():
+    from emclip.params import check_parameter
+
+    assert check_parameter("em_bases", 8, int, minimum=1) == 8
+    assert check_parameter("em_bases", None, int, minimum=1, optional=True) is None
+    lam = check_parameter("em_lam", 3, float, minimum=0)
+    assert lam == 3.0 and type(lam) is float
+    assert check_parameter("domains", ["A", "B"], list, choices="ABCD") == ["A", "B"]
+
+
+def test_demo_notebook_stops_at_its_parameters_for_em_bases_zero(tmp_path):
+    """em_bases=0 fails where the notebook reads it, naming the parameter, not deep inside EM or a plot."""
+    import nbformat
+
+    from emclip.errors import ConfigError
+
+    nb = nbformat.read(str(demo_notebook(tmp_path / "demo.ipynb")), as_version=4)
+    namespace = {}
+    exec(nb.cells[1].source, namespace)  # the parameters cell
+    namespace.update(em_bases=0, profile="ci")
+    with pytest.raises(ConfigError, match="em_bases=0 is below the minimum 1"):
+        exec(nb.cells[2].source, namespace)
+
+
+SLOW_CODE = """import json, os, pathlib, time
+pathlib.Path(marker_dir, f"started-{a}.json").write_text(json.dumps({"kernel": os.getpid(), "worker": os.getppid()}))
+time.sleep(120)"""
+
+
+def _alive(pid: int) -> bool:
+    psutil = pytest.importorskip("psutil")
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_for(predicate, seconds: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def _start_slow_sweep(tmp_path, argv_or_script):
+    """A subprocess sweeping a two-point grid of a notebook that records its pids and sleeps."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    notebook = make_notebook(tmp_path / "slow.ipynb", f"a = 1\nmarker_dir = {str(markers)!r}", [SLOW_CODE])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "EMCLIP_PROFILE": "ci"}
+    command = argv_or_script(notebook, tmp_path / "sweep")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its own process group, as a terminal's job
+    first = markers / "started-1.json"
+    if not _wait_for(first.exists, 180):
+        process.kill()
+        pytest.fail(f"the first point never started: {process.communicate()}")
+    return process, json.loads(first.read_text()), markers
+
+
+def _kill_leftovers(process, pids):
+    """After a failed check: end the sweep's processes, so that no test leaves them running."""
+    import os
+    import signal
+
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_killing_the_sweep_leaves_no_orphan_worker_and_starts_nothing_more(tmp_path):
+    import os
+    import signal
+    import sys
+
+    def script(notebook, out):
+        code = ("from emclip.sweep import run_sweep\n"
+                f"run_sweep({str(notebook)!r}, {{'a': [1, 2]}}, output={str(out)!r}, jobs=1, progress=False)")
+        return [sys.executable, "-c", code]
+
+    process, pids, markers = _start_slow_sweep(tmp_path, script)
+    try:
+        os.kill(process.pid, signal.SIGKILL)  # the main process dies without any chance to clean up
+        process.communicate()
+        assert _wait_for(lambda: not _alive(pids["worker"]) and not _alive(pids["kernel"]), 30), \
+            "the worker (or its kernel) outlived the sweep"
+        assert not _wait_for((markers / "started-2.json").exists, 5), "a queued point started after the kill"
+        status = read_status(tmp_path / "sweep" / "a=1")
+        assert status["status"] == "interrupted" and status["params"] == {"a": 1}
+    finally:
+        _kill_leftovers(process, [pids["worker"], pids["kernel"]])
+
+
+def test_ctrl_c_marks_the_running_point_starts_nothing_and_exits_cleanly(tmp_path):
+    import os
+    import signal
+    import sys
+
+    def argv(notebook, out):
+        return [sys.executable, "-m", "emclip", "sweep", str(notebook), "-g", "a=1,2", "-j", "1", "-o", str(out)]
+
+    process, pids, markers = _start_slow_sweep(tmp_path, argv)
+    try:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal: SIGINT to the whole job
+        out, err = process.communicate(timeout=90)
+        assert process.returncode == 130, (out, err)
+        assert "Traceback" not in out + err and err.strip().endswith("emclip sweep: interrupted (Ctrl-C).")
+        assert "INTERRUPTED a=1: marked 'interrupted'" in out and "1 queued run(s) not started" in out
+        status = read_status(tmp_path / "sweep" / "a=1")
+        assert status["status"] == "interrupted" and "StopRun" in status["error"]
+        assert not (markers / "started-2.json").exists() and read_status(tmp_path / "sweep" / "a=2") is None
+        assert _wait_for(lambda: not _alive(pids["worker"]) and not _alive(pids["kernel"]), 30)
+    finally:
+        _kill_leftovers(process, [pids["worker"], pids["kernel"]])

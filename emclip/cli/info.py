@@ -10,10 +10,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from emclip.runtime import config_lines, get_profile
+    from emclip.cli.common import resolve_profile
+    from emclip.runtime import config_lines
 
     print("\n".join(config_lines(args.profile)))
-    profile = get_profile(args.profile)
+    profile = resolve_profile(args.profile)
     print("Profile fields:")
     for key, value in profile.as_dict().items():
         print(f"  {key:18s}{value}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from emclip.cli.common import non_negative_float
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,13 +15,17 @@ def register(subparsers) -> None:
                         help="run only these notebooks (number prefixes or name parts, e.g. --only 03 05)")
     parser.add_argument("--profile", default=None, help="ci, cpu, gpu or auto (default: $EMCLIP_PROFILE or auto)")
     parser.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default: notebooks)")
-    parser.add_argument("--timeout", type=float, default=1800,
+    parser.add_argument("--timeout", type=non_negative_float, default=1800,
                         help="per-cell timeout in seconds (default 1800; 0 for none)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from emclip.cli.common import resolve_profile
+    from emclip.fileio import check_output_path
     from emclip.runner import run_notebooks
 
+    check_output_path(args.output, "dir")
+    resolve_profile(args.profile)
     runs = run_notebooks(args.notebooks, args.output, only=args.only, profile=args.profile, timeout=args.timeout or None)
     return 0 if all(r.ok for r in runs) else 1

@@ -1,11 +1,16 @@
-"""Check a downloaded real-data tree (used by ``emclip prepare``): what is there, what is missing."""
+"""Check a downloaded real-data tree (used by ``emclip prepare``): what is there, what is missing.
+
+The checks use the loaders' own discovery functions (:func:`emclip.data.real_fundus.scan_fundus_folder`,
+:func:`emclip.data.real_mms.scan_mms`), so ``prepare`` and the loaders agree on every file: a
+tree reported complete loads, and each problem listed here is one the loader would raise.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emclip.data.imageio import IMAGE_EXTENSIONS
+from emclip.data.splits import FUNDUS_VAL_EVERY, SPLITS, fundus_val_rule, mms_split_rule
 
 # Images per DoFE folder (line counts of RAM-DSIR's list files).
 FUNDUS_EXPECTED = {"domain1": (50, 51), "domain2": (99, 60), "domain3": (320, 80), "domain4": (320, 80)}
@@ -33,54 +38,57 @@ class TreeReport:
 
 
 def check_fundus_tree(root: Path) -> TreeReport:
-    from emclip.data.real_fundus import DOMAIN_DIRS, fundus_root
+    """Every ``DomainK/{train,test}/ROIs/{image,mask}``: present, with images, every image with a mask,
+    and train folders large enough for the validation split."""
+    from emclip.data.real_fundus import DOMAIN_DIRS, fundus_root, scan_fundus_folder
 
-    report = TreeReport("fundus", root)
-    base = fundus_root(root)
-    for domain, folder in DOMAIN_DIRS.items():
-        for split, expected in zip(("train", "test"), FUNDUS_EXPECTED[domain]):
-            rois = base / folder / split / "ROIs"
-            image_dir, mask_dir = rois / "image", rois / "mask"
-            if not image_dir.is_dir() or not mask_dir.is_dir():
-                report.problems.append(f"folder {image_dir if not image_dir.is_dir() else mask_dir}")
+    report = TreeReport("fundus", fundus_root(root))
+    for domain in DOMAIN_DIRS:
+        for folder, expected in zip(("train", "test"), FUNDUS_EXPECTED[domain]):
+            found = scan_fundus_folder(root, domain, folder)
+            if found.missing:
+                report.problems.append(f"folder {found.missing[0]}")
                 continue
-            images = [p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
-            masks = {p.stem for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
-            orphans = sorted(p.name for p in images if p.stem not in masks)
-            report.counts[f"{domain}/{split}"] = f"{len(images)} images (DoFE has {expected})"
-            if not images:
-                report.problems.append(f"no images in {image_dir}")
-            if orphans:
-                report.problems.append(f"{len(orphans)} image(s) without mask in {mask_dir}, e.g. {orphans[0]}")
-            if 0 < len(images) < expected:
-                report.notes.append(f"{domain}/{split}: {len(images)} of DoFE's {expected} images")
+            report.counts[f"{domain}/{folder}"] = f"{found.images} images (DoFE has {expected})"
+            if not found.images:
+                report.problems.append(f"no images in {found.image_dir}")
+            if found.orphans:
+                report.problems.append(f"{len(found.orphans)} image(s) without mask in {found.mask_dir}, "
+                                       f"e.g. {found.orphans[0].name}")
+            if folder == "train" and 0 < found.images < FUNDUS_VAL_EVERY:
+                report.problems.append(f"{domain}/train has {found.images} image(s): too few for a validation "
+                                       f"split ({fundus_val_rule()}); need at least {FUNDUS_VAL_EVERY}")
+            if 0 < found.images < expected:
+                report.notes.append(f"{domain}/{folder}: {found.images} of DoFE's {expected} images")
     return report
 
 
 def check_mms_tree(root: Path) -> TreeReport:
-    from emclip.data.real_mms import find_subjects, read_vendor_table
+    """The vendor table, the ``<CODE>_sa.nii.gz`` volumes, and labelled subjects of every vendor in
+    every split (the loader refuses an empty vendor/split)."""
+    from emclip.data.real_mms import VENDORS, mms_root, scan_mms
 
-    base = root / "MnM" if (root / "MnM").is_dir() else root
-    report = TreeReport("cardiac", base)
-    try:
-        table = read_vendor_table(base)
-    except (FileNotFoundError, ValueError) as err:
-        report.problems.append(str(err))
-        table = {}
-    subjects = find_subjects(base) if base.is_dir() else {}
-    if not subjects:
-        report.problems.append(f"no <CODE>_sa.nii.gz volumes under {base}")
-    labelled = {v: 0 for v in "ABCD"}
-    for code, (_, gt) in subjects.items():
-        vendor = table.get(code, {}).get("vendor")
-        if table and vendor is None:
-            report.notes.append(f"subject {code} is not in the vendor table")
-        elif gt is not None and vendor in labelled:
-            labelled[vendor] += 1
-    for vendor, count in labelled.items():
-        report.counts[f"vendor {vendor} labelled subjects"] = count
-        if subjects and table and count == 0:
+    inventory = scan_mms(mms_root(root))
+    report = TreeReport("cardiac", inventory.root)
+    if inventory.table_error is not None:
+        report.problems.append(str(inventory.table_error))
+    if not inventory.subjects:
+        report.problems.append(f"no <CODE>_sa.nii.gz volumes under {inventory.root}")
+    unlisted = inventory.unlisted()
+    if unlisted:
+        report.notes.append(f"{len(unlisted)} subject(s) not in the vendor table (ignored), e.g. {unlisted[0]}")
+    for vendor in VENDORS:
+        by_split = {split: len(inventory.labelled(vendor, split)) for split in SPLITS}
+        report.counts[f"vendor {vendor} labelled subjects"] = (
+            f"{sum(by_split.values())} (" + " / ".join(f"{s} {n}" for s, n in by_split.items()) + ")")
+        if not inventory.subjects or inventory.table_error is not None:
+            continue
+        empty = [split for split, n in by_split.items() if n == 0]
+        if len(empty) == len(SPLITS):
             report.problems.append(f"no labelled subjects (with _sa_gt.nii.gz) of vendor {vendor}")
+        elif empty:
+            report.problems.append(f"vendor {vendor} has no labelled subject in split(s) {', '.join(empty)} "
+                                   f"({mms_split_rule()}): add subjects")
     return report
 
 

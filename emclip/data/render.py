@@ -20,8 +20,17 @@ def sample_rng(task: str, domain: str, split: str, index: int, seed: int) -> np.
     blake2b of the key (not Python's salted ``hash``), so the stream is identical across runs,
     processes and machines.
     """
-    key = f"{task}|{domain}|{split}|{int(index)}|{int(seed)}".encode()
-    digest = hashlib.blake2b(key, digest_size=16).digest()
+    return _keyed_rng(f"{task}|{domain}|{split}|{int(index)}|{int(seed)}")
+
+
+def volume_rng(task: str, domain: str, split: str, volume: int, seed: int) -> np.random.Generator:
+    """A numpy Generator shared by every slice of one synthetic volume (stack of slices); its
+    stream is independent of :func:`sample_rng`'s per-slice streams."""
+    return _keyed_rng(f"{task}|{domain}|{split}|volume{int(volume)}|{int(seed)}")
+
+
+def _keyed_rng(key: str) -> np.random.Generator:
+    digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
     return np.random.default_rng(np.frombuffer(digest, dtype=np.uint64))
 
 

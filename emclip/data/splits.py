@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
+from emclip.errors import ConfigError
 from emclip.runtime import PROFILES
 from emclip.tasks import get_task
 
@@ -24,7 +25,8 @@ SPLITS = ("train", "val", "test")
 SOURCES = ("synthetic", "real")
 PROTOCOLS = ("single-source", "leave-one-out")
 
-# n=None for synthetic data: the ``cpu`` profile's per-domain counts (160 / 24 / 40).
+# n=None for synthetic data: the ``cpu`` profile's per-domain counts (read from the profile, so
+# they never go stale here; ``emclip info --profile cpu`` prints them).
 SYNTHETIC_DEFAULT_N = {
     "train": PROFILES["cpu"].train_per_domain,
     "val": PROFILES["cpu"].val_per_domain,
@@ -43,9 +45,23 @@ class DomainSplit(NamedTuple):
 
 
 def check_choice(value: str, valid: tuple[str, ...], what: str) -> str:
+    """``value`` when it is one of ``valid``; else ConfigError listing the valid values."""
     if value not in valid:
-        raise ValueError(f"Unknown {what} {value!r}. Valid {what}s: {', '.join(valid)}.")
+        raise ConfigError(f"Unknown {what} {value!r}. Valid {what}s: {', '.join(valid)}.")
     return value
+
+
+def fundus_val_rule() -> str:
+    """The Fundus-DG validation rule in words (for error messages and reports)."""
+    return (f"val is every {FUNDUS_VAL_EVERY}th image of the domain's train folder (images {FUNDUS_VAL_EVERY}, "
+            f"{2 * FUNDUS_VAL_EVERY}, ... in name order) and train is the rest")
+
+
+def mms_split_rule() -> str:
+    """The M&Ms subject split rule in words (for error messages and reports)."""
+    train, val, test = (round(100 * MMS_FRACTIONS[s]) for s in SPLITS)
+    return (f"each vendor's labelled subjects are split {train} / {val} / {test} % (train / val / test) by a "
+            "stable hash of the subject code")
 
 
 def get_protocol(task: str, protocol: str) -> list[DomainSplit]:

@@ -18,8 +18,8 @@ def find_notebook(name: str, search: str | os.PathLike = ".") -> Path | None:
 
 
 _DEMO_PARAMETERS = """profile = None  # None reads $EMCLIP_PROFILE
-em_bases = None  # K; None: the profile's value
-em_iters = None  # T; None: the profile's value
+em_bases = None  # K; None: EM-CLIP's value in the profile
+em_iters = None  # T; None: EM-CLIP's value in the profile
 em_lam = 10.0  # lambda: unit-norm toy features need a sharp E-step (with 1 the bases collapse)
 seed = 0"""
 
@@ -29,11 +29,17 @@ import torch.nn.functional as F
 import emclip
 import emclip.runlog
 from emclip.em import em_iterations
+from emclip.models import get_model_config
+from emclip.params import check_parameter
 
-prof = emclip.get_profile(profile)
-K = em_bases if em_bases is not None else prof.em_bases
-T = em_iters if em_iters is not None else prof.em_iters
-lam = float(em_lam) if em_lam is not None else prof.em_lam
+em_bases = check_parameter("em_bases", em_bases, int, minimum=1, optional=True)
+em_iters = check_parameter("em_iters", em_iters, int, minimum=1, optional=True)
+em_lam = check_parameter("em_lam", em_lam, float, minimum=0, optional=True)
+seed = check_parameter("seed", seed, int, minimum=0)
+em = get_model_config("emclip", emclip.get_profile(profile))["em"]  # the profile's EM-CLIP settings
+K = em_bases if em_bases is not None else em["bases"]
+T = em_iters if em_iters is not None else em["iters"]
+lam = float(em_lam) if em_lam is not None else em["lam"]
 g = torch.Generator().manual_seed(seed)
 centres = F.normalize(torch.randn(16, 6, generator=g), dim=0)  # C=16 features, 6 true clusters
 fit = {}
@@ -70,7 +76,7 @@ def demo_notebook(path: str | os.PathLike) -> Path:
     It runs EM (:func:`emclip.em.em_iterations`) on toy unit-norm features of four "domains" of
     growing noise and records ``fit`` per domain (mean cosine of each feature to its closest
     basis) for the parameters ``em_bases``, ``em_iters``, ``em_lam``, ``seed`` and ``profile``.
-    Notebook 06 sweeps it where notebook 03 is not beside it (on Colab only one notebook is
+    Notebook 07 sweeps it where notebook 04 is not beside it (on Colab only one notebook is
     present); tests use it as a fixture.
     """
     return make_notebook(path, _DEMO_PARAMETERS, [_DEMO_CODE],

@@ -2,7 +2,9 @@
 
 Each run's kernel gets ``$EMCLIP_RECORD_FILE`` (where ``emclip.runlog.record`` writes),
 ``$EMCLIP_RESULTS_DIR`` and ``$EMCLIP_PROFILE`` through the environment it inherits from the
-worker process, which sets them just before papermill starts the kernel.
+worker process, which sets them just before papermill starts the kernel. The worker processes
+never outlive the sweep (:mod:`emclip.sweep.workers`): Ctrl-C or the end of the main process
+stops the running points, which record ``status: interrupted``, and starts no new one.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emclip.fileio import atomic_write_json
+from emclip.errors import ConfigError
+from emclip.fileio import atomic_write_json, check_output_path
 from emclip.runlog import RECORD_ENV, RESULTS_ENV
-from emclip.sweep.grid import grid_points, run_name
+from emclip.sweep.grid import check_grid_names, grid_points, run_name
 from emclip.sweep.table import STATUS_FILE, gather, read_status
+from emclip.sweep.workers import StopRun, run_in_processes
 
 METRICS_FILE = "metrics.json"
+WORKER_LOG = "worker.log"  # what a sweep worker and its kernel print (kernel warnings, tracebacks)
 #: the kernel draws figures inline so that executed notebooks keep them (``MPLBACKEND=Agg``,
 #: which the Makefile and CI export, would drop every figure).
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
@@ -47,9 +51,6 @@ def patched_environ(values: dict[str, str | None]):
                 os.environ[key] = value
 
 
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write_json(path, data)
-
 def _error_text(err: BaseException) -> str:
     ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
     if ename:  # papermill's PapermillExecutionError: the exception raised inside the notebook
@@ -69,7 +70,9 @@ def execute_run(notebook: str | os.PathLike, run_dir: str | os.PathLike, params:
     ``$EMCLIP_RESULTS_DIR`` = ``results`` (default ``run_dir/results``). The executed notebook goes
     to ``output_notebook`` (default ``run_dir/<notebook name>``). Never raises for an error
     inside the notebook: the record says ``status: failed`` with the error and the executed
-    notebook's path (its outputs show the traceback).
+    notebook's path (its outputs show the traceback). When the sweep is stopped
+    (:class:`emclip.sweep.workers.StopRun`, or a ``KeyboardInterrupt``) the record says
+    ``status: interrupted`` and the exception is raised again once the record is written.
     """
     import papermill
 
@@ -88,24 +91,31 @@ def execute_run(notebook: str | os.PathLike, run_dir: str | os.PathLike, params:
         env["EMCLIP_PROFILE"] = profile
     status = {"notebook": str(notebook), "output": str(out_nb), "params": dict(params or {}),
               "profile": profile or os.environ.get("EMCLIP_PROFILE", "auto"), "started": time.time()}
+    stopped = None
     with patched_environ(env):
         try:
             papermill.execute_notebook(str(notebook), str(out_nb), parameters=dict(params or {}),
                                        kernel_name=kernel_name, cwd=str(notebook.parent),
                                        progress_bar=False, execution_timeout=timeout)
             status.update(status="ok", error=None)
+        except (StopRun, KeyboardInterrupt) as err:
+            stopped = err
+            status.update(status="interrupted", error=f"{type(err).__name__}: {err}")
         except Exception as err:  # a failed run is reported, never fatal for the sweep
-            status.update(status="failed", error=_error_text(err))
+            interrupted = getattr(err, "ename", None) == "KeyboardInterrupt"  # interrupted inside the kernel
+            status.update(status="interrupted" if interrupted else "failed", error=_error_text(err))
     status["seconds"] = round(time.time() - status["started"], 2)
     try:
         status["metrics"] = json.loads(metrics_path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         status["metrics"] = {}
-    _write_json(run_dir / STATUS_FILE, status)
+    atomic_write_json(run_dir / STATUS_FILE, status)
+    if stopped is not None:
+        raise stopped
     return status
 
 
-def _execute_task(task: dict) -> dict:
+def execute_task(task: dict) -> dict:
     """Worker entry point (module level so that a spawned process can import it)."""
     return execute_run(**task)
 
@@ -141,42 +151,21 @@ def _default_jobs() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def run_sweep(notebook: str | os.PathLike, grid: dict[str, list], output: str | os.PathLike | None = None,
-              profile: str | None = None, jobs: int | None = None, force: bool = False,
-              timeout: float | None = None, progress: bool = True) -> SweepResult:
-    """Execute ``notebook`` for every point of ``grid`` into ``output`` and gather the table.
+def _record_without_run(task: dict, status: str, error: str) -> dict:
+    """Write the ``run.json`` of a point whose worker could not write one (killed, crashed)."""
+    record = {"notebook": task["notebook"], "output": str(Path(task["run_dir"]) / Path(task["notebook"]).name),
+              "params": task["params"], "profile": task["profile"] or os.environ.get("EMCLIP_PROFILE", "auto"),
+              "status": status, "error": error, "seconds": None, "metrics": {}}
+    atomic_write_json(Path(task["run_dir"]) / STATUS_FILE, record)
+    return record
 
-    Args:
-        notebook: path of the notebook to sweep (its ``parameters`` cell names the knobs).
-        grid: name -> list of values (see :func:`parse_grid`); ``{}`` runs the defaults once.
-        output: sweep folder, default ``results/sweeps/<notebook stem>``.
-        profile: run profile for every run (``ci``, ``cpu``, ``gpu``, ``auto``); default: inherit
-            ``$EMCLIP_PROFILE``.
-        jobs: parallel runs (separate processes, each with its own kernel); default min(2, CPUs).
-        force: execute again even the runs that finished.
-        timeout: per-cell timeout in seconds (``None``: no limit).
-    Returns:
-        :class:`SweepResult`; ``result.table`` is also saved as ``<output>/sweep.csv``.
-    """
-    from tqdm.auto import tqdm
 
-    notebook = Path(notebook)
-    if not notebook.is_file():
-        raise FileNotFoundError(f"Notebook to sweep not found: {notebook}. Pass the path of an .ipynb "
-                                "file, e.g. notebooks/03_em_aggregation.ipynb.")
-    if profile is not None:
-        from emclip.runtime import get_profile
-
-        get_profile(profile)  # unknown names fail here, listing the valid ones
-    jobs = _default_jobs() if jobs is None else int(jobs)
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
-    output = Path(output) if output is not None else Path("results") / "sweeps" / notebook.stem
+def _plan(notebook: Path, grid: dict, output: Path, profile, timeout, force: bool, result: SweepResult):
+    """(run names of the whole grid, tasks still to execute); fills ``result.skipped``."""
     points = grid_points(grid) if grid else [{}]
     names = [run_name(p) for p in points]
     if len(set(names)) != len(names):
-        raise ValueError(f"Two grid points map to the same run name ({names}); use distinct values.")
-    result = SweepResult(output=output.resolve(), table=None)
+        raise ConfigError(f"Two grid points map to the same run name ({names}); use distinct values.")
     todo = []
     for name, params in zip(names, points):
         done = read_status(output / name)
@@ -185,20 +174,86 @@ def run_sweep(notebook: str | os.PathLike, grid: dict[str, list], output: str | 
         else:
             todo.append({"notebook": str(notebook), "run_dir": str(output / name), "params": params,
                          "profile": profile, "timeout": timeout})
+    return names, todo
+
+
+def run_sweep(notebook: str | os.PathLike, grid: dict[str, list], output: str | os.PathLike | None = None,
+              profile: str | None = None, jobs: int | None = None, force: bool = False,
+              timeout: float | None = None, progress: bool = True) -> SweepResult:
+    """Execute ``notebook`` for every point of ``grid`` into ``output`` and gather the table.
+
+    Args:
+        notebook: path of the notebook to sweep (its ``parameters`` cell names the knobs).
+        grid: name -> list of values (see :func:`parse_grid`); ``{}`` runs the defaults once.
+            Every name must be set in the notebook's ``parameters`` cell (checked before running).
+        output: sweep folder, default ``results/sweeps/<notebook stem>``.
+        profile: run profile for every run (``ci``, ``cpu``, ``gpu``, ``auto``); default: inherit
+            ``$EMCLIP_PROFILE``.
+        jobs: parallel runs (separate processes, each with its own kernel); default min(2, CPUs).
+        force: execute again even the runs that finished.
+        timeout: per-cell timeout in seconds (``None``: no limit).
+    Returns:
+        :class:`SweepResult`; ``result.table`` is also saved as ``<output>/sweep.csv``.
+    Raises:
+        ConfigError for a grid name that the notebook's parameters cell does not set, and
+        NotADirectoryError / PermissionError for an output folder that cannot be written, before
+        anything runs. KeyboardInterrupt after Ctrl-C, once the running points are marked
+        ``interrupted`` in their ``run.json``; no queued point is started (the next call resumes).
+    """
+    from tqdm.auto import tqdm
+
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"Notebook to sweep not found: {notebook}. Pass the path of an .ipynb "
+                                "file, e.g. notebooks/04_em_aggregation.ipynb.")
+    check_grid_names(notebook, grid)
+    if profile is not None:
+        from emclip.runtime import get_profile
+
+        try:
+            get_profile(profile)  # unknown names fail here, listing the valid ones
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    jobs = _default_jobs() if jobs is None else int(jobs)
+    if jobs < 1:
+        raise ConfigError(f"jobs must be >= 1, got {jobs}")
+    output = check_output_path(Path(output) if output is not None else Path("results") / "sweeps" / notebook.stem,
+                               "dir")
+    result = SweepResult(output=output.resolve(), table=None)
+    names, todo = _plan(notebook, grid, output, profile, timeout, force, result)
     if todo:
-        workers = min(jobs, len(todo))
-        context = _mp_context()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(_execute_task, task): task for task in todo}
-            bar = tqdm(total=len(todo), desc=f"sweep {notebook.stem}", disable=not progress)
-            for future in as_completed(futures):
-                task, status = futures[future], future.result()
-                result.executed.append(Path(task["run_dir"]).name)
-                if status["status"] != "ok":
-                    result.failed.append(status)
-                    bar.write(f"FAILED {Path(task['run_dir']).name}: {status['error']}\n"
-                              f"  executed notebook: {status['output']}")
-                bar.update(1)
+        bar = tqdm(total=len(todo), desc=f"sweep {notebook.stem}", disable=not progress)
+        stopped: list[str] = []
+
+        def on_done(task: dict, exit_code: int) -> None:
+            name = Path(task["run_dir"]).name
+            status = read_status(task["run_dir"])
+            if status is None or status.get("params") != task["params"]:
+                status = _record_without_run(task, "failed", f"the worker process ended (exit code {exit_code}) "
+                                                             "before recording the run")
+            result.executed.append(name)
+            if status["status"] != "ok":
+                result.failed.append(status)
+                bar.write(f"{status['status'].upper()} {name}: {status['error']}\n"
+                          f"  executed notebook: {status['output']}")
+            bar.update(1)
+
+        def on_stopped(task: dict) -> None:
+            status = read_status(task["run_dir"])
+            if status is None or status.get("status") != "interrupted":
+                _record_without_run(task, "interrupted", "the sweep was stopped while this run was executing")
+            stopped.append(Path(task["run_dir"]).name)
+            bar.write(f"INTERRUPTED {Path(task['run_dir']).name}: marked 'interrupted' in its {STATUS_FILE}")
+
+        try:
+            run_in_processes(execute_task, todo, min(jobs, len(todo)), _mp_context(), on_done, on_stopped,
+                             log_path=lambda task: Path(task["run_dir"]) / WORKER_LOG)
+        except KeyboardInterrupt:
+            not_started = len(todo) - len(result.executed) - len(stopped)
+            bar.write(f"sweep stopped: {not_started} queued run(s) not started; run the same command again "
+                      "to resume (finished runs are skipped).")
+            raise
+        finally:
             bar.close()
     result.table = gather(output, names=names)
     return result
