@@ -9,7 +9,9 @@
 # - choose a run profile (ci / cpu / colab / gpu) and see the device the kit will use
 # - read the two tasks: regions, label maps, domains and class prompts
 #
-# **Expected runtime** — **CPU**: < 1 min · **GPU**: < 1 min
+# **Expected runtime** — `cpu` profile: 10 s (measured on the kit's 2-core CPU machine as the CPU time of
+# one thread, which depends little on the machine's load) · `ci` profile: < 1 min · `colab` profile on a Colab
+# T4: not measured (no T4 was available; the profile is sized to stay within 10 minutes) · `gpu`: not measured
 
 # %% [markdown]
 # ## Parameters

@@ -10,7 +10,9 @@
 # - measure the gap: a domain classifier and a segmenter that fails off its training domain
 # - use the splits, protocols and loaders that every later notebook trains and tests on
 #
-# **Expected runtime** — **CPU (ci profile)**: < 1 min · **CPU (cpu profile)**: ~1 min · **GPU**: ~1 min
+# **Expected runtime** — `cpu` profile: 17 s (measured on the kit's 2-core CPU machine as the CPU time of
+# one thread, which depends little on the machine's load) · `ci` profile: < 1 min · `colab` profile on a Colab
+# T4: not measured (no T4 was available; the profile is sized to stay within 10 minutes) · `gpu`: not measured
 
 # %% [markdown]
 # ## Parameters

@@ -11,7 +11,9 @@
 # - read loss and validation Dice curves, look at predictions
 # - save a checkpoint that notebook 06 evaluates across domains
 #
-# **Expected runtime** — **CPU (ci profile)**: < 1 min · **CPU (cpu profile)**: ~1-2 min · **GPU (gpu profile)**: ~15 min (estimate)
+# **Expected runtime** — `cpu` profile: 61 s (measured on the kit's 2-core CPU machine as the CPU time of
+# one thread, which depends little on the machine's load) · `ci` profile: < 1 min · `colab` profile on a Colab
+# T4: not measured (no T4 was available; the profile is sized to stay within 10 minutes) · `gpu`: not measured
 
 # %% [markdown]
 # ## Parameters

@@ -12,7 +12,10 @@
 # - compare EM-CLIP with its ablations, a randomly initialised encoder and a U-Net, and see the feature
 #   space before and after EM
 #
-# **Expected runtime** — **CPU (ci profile)**: < 1 min · **CPU (cpu profile)**: ~4 min (trains 4 models, reuses notebook 05's checkpoint) · **GPU (gpu profile)**: ~1 h (estimate)
+# **Expected runtime** — `cpu` profile: 3.6 min (measured on the kit's 2-core CPU machine as the CPU time of
+# one thread, which depends little on the machine's load; it trains four models and reuses notebook 05's
+# EM-CLIP when its run record matches) · `ci` profile: < 1 min · `colab` profile on a Colab
+# T4: not measured (no T4 was available; the profile is sized to stay within 10 minutes) · `gpu`: not measured
 
 # %% [markdown]
 # ## Parameters
