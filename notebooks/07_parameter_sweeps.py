@@ -9,8 +9,8 @@
 # - read the gathered table and plot a metric against K and T per domain
 # - resume a sweep: finished runs are not repeated, failed runs are reported with their notebook
 #
-# **Expected runtime** — `cpu` profile: CPU7 (measured on the kit's 2-core CPU machine as the CPU time of
-# one thread, which depends little on the machine's load) · `ci` profile: ~1 min · `colab` profile on a Colab
+# **Expected runtime** — `cpu` profile: not measured (each sweep point trains in its own process) ·
+# `ci` profile: ~1 min · `colab` profile on a Colab
 # T4: not measured (no T4 was available; the profile is sized to stay within 10 minutes) · `gpu`: not measured
 
 # %% [markdown]
