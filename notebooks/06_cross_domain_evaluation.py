@@ -63,7 +63,6 @@ if "google.colab" in sys.modules:  # Colab only; a clone uses `pip install -e .`
     # os.environ["EMCLIP_RESULTS_DIR"] = "/content/drive/MyDrive/emclip-results"
 
 # %%
-import shutil
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -158,8 +157,9 @@ print(
 # %% [markdown]
 # ## Train or load, then evaluate on every domain
 #
-# `run_protocol` does the experiment: for every method and seed it loads the checkpoint when one exists
-# (notebook 05 writes EM-CLIP's to `results/checkpoints/`), otherwise trains with the profile's recipe
+# `run_protocol` does the experiment: for every method and seed it loads the checkpoint of *the same run*
+# when one exists (notebook 05 writes EM-CLIP's to `results/checkpoints/`; a checkpoint is reused only when
+# its run record, model, data and training settings, equals the one requested), otherwise trains with the profile's recipe
 # (`emclip.engine.train_from_profile`), then scores the test images of **every** domain, the training
 # domain included (that gives the in-domain reference). The tidy table has one row per
 # (method, seed, target domain, region).
@@ -167,17 +167,6 @@ print(
 # %%
 out_dir = runlog.results_dir(f"evaluation/06_{task.name}_{source}_{prof.name}")
 own_ckpts = out_dir / "checkpoints"
-own_ckpts.mkdir(parents=True, exist_ok=True)
-reused = []
-for method in methods:  # reuse notebook 05's checkpoints when they exist for this profile
-    for seed in seeds:
-        shared = find_checkpoint(runlog.results_dir("checkpoints"), task, method, [source], prof, seed)
-        mine = find_checkpoint(own_ckpts, task, method, [source], prof, seed)
-        if shared.is_file() and not mine.is_file():
-            shutil.copy(shared, mine)
-            reused.append(shared.name)
-print("reusing notebook 05's checkpoints:", reused or "none")
-
 results = run_protocol(
     task,
     "single-source",
@@ -189,6 +178,7 @@ results = run_protocol(
     out_dir=out_dir,
     splits=[split.name],
     checkpoint_dir=own_ckpts,
+    reuse_from=[runlog.results_dir("checkpoints")],  # notebook 05's EM-CLIP, when its run record matches
 )
 per_image = reports.load_frame(out_dir / "per_image.csv")
 results.head(8)
