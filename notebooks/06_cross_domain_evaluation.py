@@ -162,7 +162,9 @@ print(
 # its run record, model, data and training settings, equals the one requested), otherwise trains with the profile's recipe
 # (`emclip.engine.train_from_profile`), then scores the test images of **every** domain, the training
 # domain included (that gives the in-domain reference). The tidy table has one row per
-# (method, seed, target domain, region).
+# (method, seed, target domain, level, region). Cardiac MRI is scored per 3-D volume, as the M&Ms challenge
+# does (the slices of a volume together, distances in mm when the data carries a spacing); its per-slice rows
+# stay in `all_levels` as a secondary view. Fundus images are 2-D, so their only level is the image.
 
 # %%
 out_dir = runlog.results_dir(f"evaluation/06_{task.name}_{source}_{prof.name}")
@@ -181,6 +183,9 @@ results = run_protocol(
     reuse_from=[runlog.results_dir("checkpoints")],  # notebook 05's EM-CLIP, when its run record matches
 )
 per_image = reports.load_frame(out_dir / "per_image.csv")
+all_levels = results  # cardiac: rows per 3-D volume and per 2-D slice (column `level`)
+results = reports.at_level(all_levels)  # the primary level: per volume for cardiac (as M&Ms scores), else per image
+print("scored per", results.level.iloc[0], "| levels in the table:", sorted(all_levels.level.unique()))
 results.head(8)
 
 # %%
