@@ -14,6 +14,13 @@ Memory is measured honestly, and the table says how (column ``mem_method``):
   approximates the peak of live tensors; ``tracemalloc`` would miss torch's allocations.
 * Always: ``attn_MiB``, the theoretical size of the attention map alone (N*N or N*K float32).
 
+Time is measured (the best of ``repeats`` forwards, so it moves with the machine's load); the
+work is also **counted**: ``gflop`` is the floating-point operations of one forward as
+``torch.utils.flop_counter.FlopCounterMode`` counts them (2 per multiply-add of every matmul,
+bmm and convolution; element-wise ops such as the softmax are not counted). The count does not
+depend on the machine, so its ordering is stable run to run, and it is the measure to compare at
+small N, where wall times are a fraction of a millisecond and noise decides their order.
+
 Both blocks run in eval mode under ``torch.no_grad`` (inference cost; training keeps more
 activations for the backward pass).
 """
@@ -28,10 +35,11 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from emclip.em import EMAggregation
 
-__all__ = ["METHODS", "NonLocalAttention", "attention_cost", "build_block", "time_forward"]
+__all__ = ["METHODS", "NonLocalAttention", "attention_cost", "build_block", "count_flops", "time_forward"]
 
 METHODS = ("em", "nonlocal")
 _BIG_ATTENTION_BYTES = 256 * 2**20  # above this, non-local is timed once (a 16k x 16k map is 1 GiB)
@@ -97,6 +105,14 @@ def time_forward(block: nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
 
 
 @torch.no_grad()
+def count_flops(block: nn.Module, x: torch.Tensor) -> int:
+    """Floating-point operations of one forward of ``block`` on ``x`` (matmuls, bmm, convolutions)."""
+    with FlopCounterMode(display=False) as counter:
+        block(x)
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
 def _cuda_peak_bytes(block: nn.Module, x: torch.Tensor) -> int:
     torch.cuda.synchronize(x.device)
     torch.cuda.reset_peak_memory_stats(x.device)
@@ -145,18 +161,32 @@ def _cpu_peak_bytes_subprocess(method: str, n: int, channels: int, num_bases: in
 
 def attention_cost(ns=(1024, 2048, 4096), channels: int = 512, num_bases: int = 64, iters: int = 3,
                    device: str | torch.device = "cpu", repeats: int = 3, methods=METHODS,
-                   measure_cpu_memory: bool = False, seed: int = 0):
+                   measure_cpu_memory: bool = False, seed: int = 0, threads: int | None = None):
     """Time (and memory) of each block at each N; a tidy pandas DataFrame.
 
-    Columns: ``method, N, time_ms, attn_MiB`` (theoretical attention map: N*N or N*K float32),
+    Columns: ``method, N, time_ms, gflop`` (counted, see the module docstring), ``attn_MiB``
+    (theoretical attention map: N*N or N*K float32),
     ``peak_MiB`` (measured, NaN when not measured) and ``mem_method``. Non-local blocks whose
-    N x N map exceeds 256 MiB are timed once whatever ``repeats``.
+    N x N map exceeds 256 MiB are timed once whatever ``repeats``. ``threads`` (CPU): time with
+    that many torch threads (restored afterwards); one thread keeps sub-millisecond timings from
+    being swamped by thread-pool waits when other processes share the cores.
     """
     import pandas as pd
 
     from emclip.runtime import get_device
 
     device = get_device(device)
+    previous_threads = torch.get_num_threads()
+    if threads is not None and device.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        return pd.DataFrame(_cost_rows(ns, channels, num_bases, iters, device, repeats, methods,
+                                       measure_cpu_memory, seed))
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _cost_rows(ns, channels, num_bases, iters, device, repeats, methods, measure_cpu_memory, seed) -> list[dict]:
     rows = []
     for method in methods:
         torch.manual_seed(seed)
@@ -173,7 +203,8 @@ def attention_cost(ns=(1024, 2048, 4096), channels: int = 512, num_bases: int = 
                 peak = _cpu_peak_bytes_subprocess(method, int(n), channels, num_bases, iters) / 2**20
                 how = "peak RSS delta (VmHWM, subprocess)"
             rows.append({"method": method, "N": int(n), "time_ms": 1e3 * seconds, "repeats": reps,
+                         "gflop": count_flops(block, x) / 1e9,
                          "attn_MiB": attn_bytes / 2**20, "peak_MiB": peak, "mem_method": how,
                          "device": device.type})
             del x
-    return pd.DataFrame(rows)
+    return rows

@@ -1,40 +1,57 @@
 # %% [markdown]
 # # 00 · Welcome to emclip
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/emclip-kit/emclip/blob/main/notebooks/00_welcome.ipynb)
+# *Open in Colab: this copy of the kit has no public home yet, so there is no badge (see the set-up cell).*
 #
 # **You will learn to**
 #
 # - say what EM-CLIP is and what each notebook teaches
-# - choose a run profile (ci / cpu / gpu) and see the device the kit will use
+# - choose a run profile (ci / cpu / colab / gpu) and see the device the kit will use
 # - read the two tasks: regions, label maps, domains and class prompts
 #
-# **Expected runtime** — **CPU**: < 1 min · **GPU**: < 1 min
+# **Expected runtime** — `cpu` profile: 10 s (measured on the kit's 2-core CPU machine as the CPU time of
+# one thread, which depends little on the machine's load) · `ci` profile: < 1 min · `colab` profile on a Colab
+# T4: not measured (no T4 was available; the profile is sized to stay within 10 minutes) · `gpu`: not measured
 
 # %% [markdown]
 # ## Parameters
 #
-# The next cell is tagged `parameters`: papermill (`-p name value`) and the `emclip sweep` command override it. `profile = None` reads `$EMCLIP_PROFILE` (`ci`, `cpu`, `gpu` or `auto`, the default, which picks `gpu` when CUDA is present).
+# The next cell is tagged `parameters`: papermill (`-p name value`) and the `emclip sweep` command override
+# it. `profile = None` reads `$EMCLIP_PROFILE`: `ci` (seconds), `cpu` (minutes on a laptop), `colab` (a class
+# on a Colab T4 GPU), `gpu` (a larger model for longer) or `auto`, the default, which picks `colab` on a Colab
+# GPU runtime, `gpu` elsewhere when CUDA is present, else `cpu`.
 
 # %% tags=["parameters"]
-profile = None  # None reads $EMCLIP_PROFILE; or "ci", "cpu", "gpu", "auto"
+profile = None  # None reads $EMCLIP_PROFILE; or "ci", "cpu", "colab", "gpu", "auto"
 seed = 0
 task_name = "fundus"
 
 # %% [markdown]
 # ## Set-up
 #
-# On Colab this installs a pinned release of the kit; elsewhere it does nothing (install the kit with `make install` or `pip install -e .`).
+# On Colab the next cell installs the kit from its repository, at the same ref as this notebook; elsewhere
+# it does nothing (install the kit in a clone with `make install` or `pip install -e .`). On a Colab GPU
+# runtime the `auto` profile picks `colab` (sized for a class on a T4). Checkpoints go to
+# `$EMCLIP_RESULTS_DIR`: point it at Google Drive (the commented lines) and a later notebook reuses an
+# earlier notebook's trained model from a fresh runtime, when its run record matches; otherwise it trains.
 
 # %%
+import importlib.util
 import sys
 
-if "google.colab" in sys.modules:
-    from IPython import get_ipython
-
-    get_ipython().run_line_magic(
-        "pip", 'install -q "emclip @ git+https://github.com/emclip-kit/emclip@v0.1.0"'
-    )
+if "google.colab" in sys.modules:  # Colab only; a clone uses `pip install -e .`
+    if importlib.util.find_spec("emclip") is None:
+        raise RuntimeError(
+            "emclip is not installed, and this copy of the kit names no public repository to install "
+            "it from. Instructor: push the kit to GitHub, run `python tools/set_home.py "
+            "https://github.com/<you>/emclip --ref v0.1.0` in the clone, commit and push the "
+            "tag: the badges and this cell then point there. Or build a wheel in the clone "
+            "(`python -m build`), upload it here and `%pip install` it before this cell."
+        )
+    # import os
+    # from google.colab import drive
+    # drive.mount("/content/drive")
+    # os.environ["EMCLIP_RESULTS_DIR"] = "/content/drive/MyDrive/emclip-results"
 
 # %%
 import matplotlib.pyplot as plt
@@ -64,13 +81,18 @@ emclip.print_config(profile)
 # | text-guided pixel decoder | the class text embeddings steer the pixel features and score every pixel | 05 |
 # | cross-domain evaluation | train on some centres, test on unseen ones (Dice, HD95 per domain and region) | 06 |
 #
-# Everything runs offline on synthetic multi-centre data (notebook 01) and a tiny randomly initialised CLIP;
-# with internet or a cache the same code uses real CLIP weights, and with `EMCLIP_DATA_DIR` set the real data sets.
+# Everything runs offline, on synthetic multi-centre data (notebook 01) and a small CLIP that ships with the kit
+# (notebook 02 says which weights it has and what pretraining adds); with internet or a cache the same code uses
+# real CLIP weights, and with `EMCLIP_DATA_DIR` set the real data sets. The paper's code, hyper-parameters and
+# results are not public (only its abstract is): where the kit fills a gap, it says "design choice, not from the
+# paper".
 
 # %% [markdown]
 # ## The run profile and the device
 #
-# One switch sizes every run. `ci` takes seconds (tests), `cpu` a few minutes on a laptop, `gpu` is paper scale.
+# One switch sizes every run: `ci` takes seconds (tests), `cpu` a few minutes per notebook on a laptop, `colab`
+# fits a class on a Colab T4 GPU, `gpu` trains a larger model for longer (the kit's choice of settings: the
+# paper's are not public).
 
 # %%
 prof = emclip.get_profile(profile)
@@ -143,9 +165,28 @@ assert abs(cup_area - np.pi * 10**2) / (np.pi * 10**2) < 0.1
 emclip.runlog.record(profile=prof.name, device=str(device), cup_to_disc_area=cup_area / disc_area)
 
 # %% [markdown]
-# ## Where to go next
+# ## A class that fits: 90 minutes, then homework
 #
-# Work through the notebooks in order: `01_multicentre_data` → `02_foundation_model` → `03_clip_features` →
+# **Before class** (instructor): run `make run` once (every notebook in the `cpu` profile; it writes executed
+# copies to `results/notebooks/`, so the slow cells can be shown from there), and check which CLIP weights the
+# kit loads (notebook 02). In class, students run the `ci` profile (`EMCLIP_PROFILE=ci`, seconds per notebook)
+# or Colab (the `colab` profile). The minutes below are a teaching plan; each notebook's header gives its
+# measured run time.
+#
+# | minutes | notebook | sections |
+# |---|---|---|
+# | 0-5 | 00 Welcome | what the kit is; the two tasks |
+# | 5-15 | 01 Multi-centre data | four domains side by side; measuring the domain gap |
+# | 15-25 | 02 Foundation model | the shipped weights against the random control |
+# | 25-55 | 04 EM aggregation | 1 EM on the unit circle; 2 the 2-D toy with its predict-then-run; exercise 1 |
+# | 55-85 | 06 Cross-domain evaluation | the claim, your prediction, the measured comparison, the plain reading |
+# | 85-90 | wrap-up | 06 exercise 4: what run would make the reading evidence? |
+#
+# **Homework** (about 2.5 hours): 03 CLIP features with exercises 1-2 (30 min); 05 decoder training with
+# exercises 1-2 (30 min); 01 exercises 1-2 (15 min); 04 sections 3-4 and exercises 2-4 (30 min); 06 tables,
+# figures and exercises 1-3 (30 min); 07 parameter sweeps with exercise 1 (20 min).
+#
+# All notebooks in order: `01_multicentre_data` → `02_foundation_model` → `03_clip_features` →
 # `04_em_aggregation` → `05_decoder_training` → `06_cross_domain_evaluation` → `07_parameter_sweeps`.
 #
 # ## Exercises

@@ -34,3 +34,28 @@ def test_cost_table_rows_and_theoretical_memory():
 def test_unknown_method_is_explained():
     with pytest.raises(ValueError, match="em, nonlocal"):
         build_block("transformer", 8)
+
+
+def test_flop_count_is_the_exact_work_of_each_block():
+    n, c = 64, 16
+    inner = c // 2
+    table = attention_cost(ns=(n,), channels=c, num_bases=4, iters=2, repeats=1).set_index("method")
+    # non-local: theta, phi, g (C -> C/2) and out (C/2 -> C) convs, then Q^T K and V A^T: multiply-adds x 2
+    macs = 3 * n * c * inner + n * inner * c + 2 * n * n * inner
+    assert table.loc["nonlocal", "gflop"] * 1e9 == pytest.approx(2 * macs)
+    again = attention_cost(ns=(n,), channels=c, num_bases=4, iters=2, repeats=1).set_index("method")
+    assert (again["gflop"] == table["gflop"]).all()  # counted, not timed: identical run to run
+
+
+def test_em_does_less_work_than_nonlocal_as_n_grows():
+    table = attention_cost(ns=(256, 2048), channels=32, num_bases=8, iters=3, repeats=1)
+    work = table.pivot(index="N", columns="method", values="gflop")
+    assert work.loc[2048, "em"] < work.loc[2048, "nonlocal"]
+    assert work.loc[2048, "nonlocal"] / work.loc[256, "nonlocal"] > 30  # ~N^2: 8x the tokens, >30x the work
+    assert work.loc[2048, "em"] / work.loc[256, "em"] == pytest.approx(8, rel=0.05)  # ~N
+
+
+def test_timing_threads_are_restored():
+    before = torch.get_num_threads()
+    attention_cost(ns=(64,), channels=8, num_bases=2, iters=1, repeats=1, threads=1)
+    assert torch.get_num_threads() == before

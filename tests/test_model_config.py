@@ -158,3 +158,14 @@ def test_importing_models_and_building_a_unet_do_not_import_open_clip():
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_train_augment_takes_a_dict_spec_with_ranges_and_the_run_uses_it():
+    from emclip.engine import prepare_run
+
+    spec = {"mode": "both", "gamma": [0.9, 1.1], "contrast": [0.9, 1.1]}
+    run = prepare_run("unet", "fundus", ["domain1"], profile="ci", steps=1, train={"augment": spec})
+    assert run.model.config["train"]["augment"] == spec
+    assert tuple(run.data["augment"]["gamma"]) == (0.9, 1.1) and tuple(run.data["augment"]["contrast"]) == (0.9, 1.1)
+    with pytest.raises(ConfigError, match=r"train\.augment.*'gama'"):
+        create_model("unet", "fundus", profile="ci", train={"augment": {"gama": [0.9, 1.1]}})

@@ -5,13 +5,16 @@ from __future__ import annotations
 import ast
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import set_home  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-REPO = "emclip-kit/emclip"
 HARD_CODED_GPU = re.compile(r"\.cuda\(\)|\.to\(\s*['\"]cuda|device\s*=\s*['\"]cuda|torch\.device\(\s*['\"]cuda")
 
 
@@ -65,12 +68,16 @@ def test_kernelspec_and_no_outputs_and_size(notebook):
     assert path.stat().st_size < 1_000_000
 
 
-def test_colab_badge_points_at_its_own_path(notebook):
+def test_title_then_the_colab_line_from_the_home_setting(notebook):
     path, nb = notebook
     first = _source(nb["cells"][0])
     assert nb["cells"][0]["cell_type"] == "markdown" and first.startswith("# ")
-    url = f"https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{path.name}"
-    assert url in first, f"{path.name}: the Colab badge must point at {url}"
+    home = set_home.read_home(ROOT / "pyproject.toml")
+    if home:
+        url = f"https://colab.research.google.com/github/{home.removeprefix('https://github.com/')}/blob/"
+        assert url in first and f"/notebooks/{path.name})" in first, f"{path.name}: the badge must open {url}.../{path.name}"
+    else:
+        assert first.splitlines()[2] == set_home.badge("", "", path.name), f"{path.name}: say that there is no home yet"
 
 
 def test_header_conventions(notebook):
@@ -94,3 +101,14 @@ def test_no_hard_coded_gpu(notebook):
 def test_notebooks_check_results_with_asserts(notebook):
     path, nb = notebook
     assert any(re.search(r"^\s*assert ", _source(c), re.M) for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def test_the_class_plan_fills_90_minutes_without_gaps():
+    welcome = _load(ROOT / "notebooks" / "00_welcome.ipynb")
+    text = next(_source(c) for c in welcome["cells"] if "## A class that fits" in _source(c))
+    spans = [(int(a), int(b)) for a, b in re.findall(r"^\| (\d+)-(\d+) \|", text, re.M)]
+    assert spans and spans[0][0] == 0 and spans[-1][1] == 90, spans
+    assert all(end == nxt for (_, end), (nxt, _) in zip(spans, spans[1:])), f"gaps or overlaps: {spans}"
+    homework = re.search(r"\*\*Homework\*\* \(about ([\d.]+) hours\)(.*?)\n\n", text, re.S)
+    minutes = sum(int(m) for m in re.findall(r"\((\d+) min\)", homework.group(2)))
+    assert abs(minutes / 60 - float(homework.group(1))) <= 0.25, f"homework adds up to {minutes} min"

@@ -63,6 +63,9 @@ def test_an_edit_of_the_py_is_detected_and_synced_into_the_ipynb(copy_of):
     assert sync.main(["--dir", str(py.parent)]) == 0
     assert sync.out_of_sync(py, ipynb) is None
     assert "".join(json.loads(ipynb.read_text())["cells"][-1]["source"]) == "assert 1 + 1 == 2"
+    # the .py stays the newer file, so JupyterLab's jupytext reads the cells from it (an older .py whose
+    # layout differs from jupytext's rendering makes JupyterLab refuse to open the notebook)
+    assert py.stat().st_mtime >= ipynb.stat().st_mtime
 
 
 def test_an_edit_of_the_ipynb_wins_when_it_is_newer(copy_of):
@@ -77,6 +80,7 @@ def test_an_edit_of_the_ipynb_wins_when_it_is_newer(copy_of):
     sync.sync_pair(py, ipynb)
     assert sync.out_of_sync(py, ipynb) is None
     assert py.read_text().rstrip().endswith("x = 'edited in Jupyter'")
+    assert py.stat().st_mtime >= ipynb.stat().st_mtime
     stored = json.loads(ipynb.read_text())["cells"][-1]
     assert stored["outputs"] == [] and stored["execution_count"] is None  # stored form: no outputs
 

@@ -81,7 +81,25 @@ def test_static_figures_build():
                           "silhouette": [0.1, 0.4, 0.0, 0.3]})
     assert len(plot_compactness(table).get_axes()) == 3
     cost = pd.DataFrame({"method": ["em", "em", "nonlocal", "nonlocal"], "N": [64, 128] * 2,
-                         "time_ms": [1.0, 2.0, 3.0, 9.0], "attn_MiB": [0.1, 0.2, 1.0, 4.0],
-                         "peak_MiB": [np.nan] * 4})
-    assert len(plot_attention_cost(cost).get_axes()) == 2
+                         "time_ms": [1.0, 2.0, 3.0, 9.0], "gflop": [0.1, 0.2, 0.3, 1.2],
+                         "attn_MiB": [0.1, 0.2, 1.0, 4.0], "peak_MiB": [np.nan] * 4})
+    assert len(plot_attention_cost(cost).get_axes()) == 3
     plt.close("all")
+
+
+def test_compactness_legend_covers_no_bar():
+    domains = ["domain1", "domain2", "domain3", "domain4"]
+    table = pd.DataFrame({"domain": domains * 2, "stage": ["raw features"] * 4 + ["EM reconstruction"] * 4,
+                          "centroid_cosine_distance": [0.9] * 8, "between_within": [3.0] * 8,
+                          "silhouette": [0.8] * 8})
+    fig = plot_compactness(table)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert all(ax.get_legend() is None for ax in fig.axes), "no legend inside a panel"
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        for bar in ax.patches:
+            assert not box.overlaps(bar.get_window_extent(renderer)), "the legend covers a bar"
+    assert [t.get_text() for t in legend.get_texts()] == ["raw features", "EM reconstruction"]
+    plt.close(fig)

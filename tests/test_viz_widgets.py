@@ -23,11 +23,30 @@ def test_batch_mode_calls_the_callback_once_with_initial_values(monkeypatch, cap
     assert "explorer off" in capsys.readouterr().out
 
 
-def test_live_mode_builds_controls(monkeypatch):
+def test_live_mode_returns_the_explorer_widget(monkeypatch):
     ipywidgets = pytest.importorskip("ipywidgets")
     monkeypatch.delenv(widgets.NO_WIDGETS_ENV, raising=False)
     assert widgets.widgets_enabled()
     seen = []
-    box = widgets.explore(lambda k: seen.append(k), k=ipywidgets.IntSlider(value=3, min=1, max=5))
-    assert seen == [3]  # interact renders once at the start
-    assert hasattr(box, "widget") and len(box.widget.children) >= 2  # slider + output
+
+    def callback(k):
+        seen.append(k)
+
+    box = widgets.explore(callback, k=ipywidgets.IntSlider(value=3, min=1, max=5))
+    assert isinstance(box, ipywidgets.Widget) and not callable(box), "the widget, not interact's callback"
+    assert seen == [3]  # rendered once at the start
+    slider, output = box.children
+    assert isinstance(output, ipywidgets.Output) and slider.description == "k"
+    slider.value = 5  # moving the control reruns the callback
+    assert seen == [3, 5]
+
+
+def test_live_mode_shows_labels_in_full(monkeypatch):
+    ipywidgets = pytest.importorskip("ipywidgets")
+    monkeypatch.delenv(widgets.NO_WIDGETS_ENV, raising=False)
+    dropdown = ipywidgets.Dropdown(options=["fundus domain1", "cardiac A"])
+    fixed_width = ipywidgets.IntSlider(value=1, min=0, max=3, style={"description_width": "60px"})
+    box = widgets.explore(lambda task_domain, index: None, task_domain=dropdown, index=fixed_width)
+    assert dropdown.description == "task_domain" and dropdown.style.description_width == "initial"
+    assert fixed_width.style.description_width == "60px"  # a width the notebook chose is kept
+    assert len(box.children) == 3

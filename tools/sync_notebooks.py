@@ -17,6 +17,7 @@ opened in JupyterLab with jupytext installed saves both files itself.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -119,12 +120,16 @@ def sync_pair(py: Path, ipynb: Path, source: str | None = None) -> str | None:
             source = "ipynb"
         else:
             source = "ipynb" if ipynb.stat().st_mtime > py.stat().st_mtime else "py"
+    # The .py ends up the newer file either way: JupyterLab's jupytext then reads the cells from it.
+    # (Were the .ipynb newer, jupytext would compare the texts and refuse to open a .py whose layout,
+    # e.g. ruff format's blank lines, differs from its own rendering.)
     if source == "py":  # the .py keeps its own layout (ruff format's blank lines are not cells)
         ipynb.write_text(ipynb_text(read_py(py), py.stem))
+        os.utime(py)
         return f"{py.stem}: {reason}; wrote {ipynb.name} from {py.name}"
     nb = read_ipynb(ipynb)
-    py.write_text(py_text(nb, py.stem))
     ipynb.write_text(ipynb_text(nb, py.stem))
+    py.write_text(py_text(nb, py.stem))
     return f"{py.stem}: {reason}; wrote {py.name} from {ipynb.name} (and stripped the .ipynb)"
 
 

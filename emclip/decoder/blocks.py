@@ -57,10 +57,21 @@ class ConvStem(nn.Module):
 
     design choice, not from the paper (the paper's decoder is not described in detail): the
     stride-2 3x3 convolutions play the role of the high-resolution skip path of a U-Net.
+
+    ``input_norm`` says what the stem sees: ``"centre"`` the image minus 0.5; ``"standardise"``
+    each image and channel standardised over its pixels (an instance normalisation of the input,
+    as IBN-Net uses against appearance shift), scaled to a spread of 0.25. The stem reads raw
+    pixels, so with ``"centre"`` a scanner's colour and contrast reach the decoder past the
+    frozen encoder; a design choice, not from the paper.
     """
 
-    def __init__(self, channels: tuple[int, ...] | list[int], in_channels: int = 3):
+    INPUT_NORMS = ("centre", "standardise")
+
+    def __init__(self, channels: tuple[int, ...] | list[int], in_channels: int = 3, input_norm: str = "centre"):
         super().__init__()
+        if input_norm not in self.INPUT_NORMS:
+            raise ValueError(f"input_norm={input_norm!r}; valid: {', '.join(self.INPUT_NORMS)}.")
+        self.input_norm = input_norm
         stages, prev = [], in_channels
         for ch in channels:
             stages.append(nn.Sequential(ConvNormAct(prev, ch, 3, stride=2), ConvNormAct(ch, ch, 3)))
@@ -69,7 +80,13 @@ class ConvStem(nn.Module):
         self.channels = list(channels)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        outs, x = [], image - 0.5  # centre [0, 1] images
+        if self.input_norm == "standardise":
+            mean = image.mean(dim=(2, 3), keepdim=True)
+            std = image.std(dim=(2, 3), keepdim=True)
+            x = (image - mean) / (std + 1e-3) * 0.25
+        else:
+            x = image - 0.5  # centre [0, 1] images
+        outs = []
         for stage in self.stages:
             x = stage(x)
             outs.append(x)

@@ -76,6 +76,8 @@ class TextGuidedDecoder(nn.Module):
         reduction: input pixels per patch-grid pixel (16 for ViT-B/16); a power of two.
         channels: decoder widths, one per stage from the patch grid down to stride 2.
         stem_channels: widths of the conv stem (strides 2, 4, ...); ``[]`` disables it.
+        stem_input: what the stem sees, ``"centre"`` (image - 0.5) or ``"standardise"`` (per image
+            and channel; :class:`~emclip.decoder.blocks.ConvStem`).
         embed_dim: D, the width of the pixel and class embeddings of the classifier.
         text_guidance: apply :class:`TextGuidance` at each stage (``False`` for ablations).
         text_projection: ``"mlp"``, ``"linear"`` or ``"fixed"``.
@@ -91,6 +93,7 @@ class TextGuidedDecoder(nn.Module):
         reduction: int = 16,
         channels: list[int] | tuple[int, ...] = (64, 48, 32, 24),
         stem_channels: list[int] | tuple[int, ...] = (16, 24),
+        stem_input: str = "centre",
         embed_dim: int = 32,
         text_guidance: bool = True,
         text_projection: str = "mlp",
@@ -112,7 +115,7 @@ class TextGuidedDecoder(nn.Module):
         self.fuse = nn.ModuleList(ConvNormAct(top, top) for _ in in_channels)
         # upsampling stages, finest last; stage i works at stride reduction / 2**(i+1)
         self.up = nn.ModuleList(ConvNormAct(widths[i], widths[i + 1]) for i in range(self.num_up))
-        self.stem = ConvStem(stem_channels[: self.num_up]) if stem_channels else None
+        self.stem = ConvStem(stem_channels[: self.num_up], input_norm=stem_input) if stem_channels else None
         stem_widths = self.stem.channels if self.stem is not None else []
         self.skip = nn.ModuleDict()
         for i in range(self.num_up):

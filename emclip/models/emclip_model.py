@@ -88,6 +88,7 @@ class EMCLIP(SegmentationModel):
             reduction=self.encoder.reduction,
             channels=dec["channels"],
             stem_channels=dec["stem_channels"],
+            stem_input=dec["stem_input"],
             embed_dim=dec["embed_dim"],
             text_guidance=dec["text_guidance"],
             text_projection=text_cfg["projection"],

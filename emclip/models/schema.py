@@ -163,13 +163,31 @@ class Nullable(Spec):
             raise ConfigError(str(err).replace(f"expected {self.inner.text}", f"expected {self.text}")) from None
 
 
+class AugmentSpec(Spec):
+    """``train.augment``: true/false, a mode name or a dict spec, as :meth:`emclip.data.Augment.from_spec` reads it."""
+
+    text = (f"true, false, one of {', '.join(map(repr, AUGMENTS))} or a dict spec such as "
+            "{'mode': 'both', 'gamma': [0.9, 1.1], 'contrast': [0.9, 1.1]}")
+
+    def check(self, value, path):
+        from emclip.data.augment import Augment
+
+        if not isinstance(value, (bool, str, dict)):
+            self.fail(value, path)
+        try:
+            Augment.from_spec(value)
+        except ConfigError as err:
+            raise ConfigError(f"model config key {path} = {value!r} is invalid: {err}") from None
+        return value
+
+
 # ----- the sections ----------------------------------------------------------------------------
 COMMON = {
     "name": Str(),
     "arch": Choice(("emclip", "clip-linear", "unet")),
     "role": Choice(ROLES),
     "description": Str(),
-    "train": {"augment": Choice(AUGMENTS)},
+    "train": {"augment": AugmentSpec()},
 }
 CLIP = {
     "model": Str(),
@@ -199,6 +217,7 @@ TEXT = {
 DECODER = {
     "channels": IntList(),
     "stem_channels": IntList(min_len=0),
+    "stem_input": Choice(("centre", "standardise")),
     "embed_dim": Int(1),
     "text_guidance": Bool(),
 }

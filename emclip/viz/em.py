@@ -173,29 +173,37 @@ def parameter_grid_figure(features: torch.Tensor, lams=(1.0, 10.0, 50.0), Ks=(2,
 
 def plot_compactness(table, metrics=("centroid_cosine_distance", "between_within", "silhouette")):
     """Bars per domain of each compactness measure, one colour per ``stage`` (e.g. raw vs
-    EM reconstruction). ``table``: DataFrame with columns ``domain, stage`` and the metrics."""
+    EM reconstruction). ``table``: DataFrame with columns ``domain, stage`` and the metrics.
+
+    One legend for the figure, below the panels, so that it never covers a bar."""
     import seaborn as sns
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         sns.barplot(data=table, x="domain", y=metric, hue="stage", ax=ax)
         ax.set_title(metric + (" (lower = compact)" if metric == "centroid_cosine_distance" else
                                " (higher = better)"), fontsize=9)
         ax.set_xlabel("")
-    fig.tight_layout()
+        handles, labels = ax.get_legend_handles_labels()
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
 def plot_attention_cost(table):
-    """Time and memory against N (log-log) per method, from :func:`emclip.attention_cost.attention_cost`."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    """Time (measured), work (counted GFLOP) and memory against N (log-log) per method, from
+    :func:`emclip.attention_cost.attention_cost`."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
     for method, group in table.groupby("method"):
         axes[0].plot(group["N"], group["time_ms"], "o-", label=method)
-        axes[1].plot(group["N"], group["attn_MiB"], "o--", label=f"{method}: attention map (theory)")
+        axes[1].plot(group["N"], group["gflop"], "o-", label=method)
+        axes[2].plot(group["N"], group["attn_MiB"], "o--", label=f"{method}: attention map (theory)")
         if group["peak_MiB"].notna().any():
-            axes[1].plot(group["N"], group["peak_MiB"], "s-", label=f"{method}: measured peak")
-    axes[0].set(xscale="log", yscale="log", xlabel="N tokens", ylabel="time per forward (ms)")
-    axes[1].set(xscale="log", yscale="log", xlabel="N tokens", ylabel="MiB")
+            axes[2].plot(group["N"], group["peak_MiB"], "s-", label=f"{method}: measured peak")
+    axes[0].set(xscale="log", yscale="log", xlabel="N tokens", ylabel="time per forward (ms, measured)")
+    axes[1].set(xscale="log", yscale="log", xlabel="N tokens", ylabel="GFLOP per forward (counted)")
+    axes[2].set(xscale="log", yscale="log", xlabel="N tokens", ylabel="MiB")
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which="both")

@@ -43,7 +43,7 @@ def plot_history(history: pd.DataFrame, title: str | None = None, untrained_dice
     ax_loss.plot(history["step"], history["loss"], lw=1, color="tab:blue", label="loss")
     smooth = history["loss"].rolling(max(1, len(history) // 20), min_periods=1).mean()
     ax_loss.plot(history["step"], smooth, lw=2, color="tab:blue", alpha=0.6, label="running mean")
-    ax_loss.set(xlabel="step", ylabel="loss (Dice + CE)", yscale="log", title="training loss")
+    ax_loss.set(xlabel="step", ylabel="loss (the task's Dice + CE or BCE)", yscale="log", title="training loss")
     ax_loss.legend(fontsize=8)
     ax_dice.plot(history["step"], history["train_dice"], lw=1, color="0.6", label="train (batch)")
     val_cols = [c for c in history.columns if c.startswith("val_dice_")]

@@ -40,15 +40,24 @@ def _initial(control):
 
 
 def explore(callback: Callable, **controls):
-    """``ipywidgets.interact(callback, **controls)``; in batch runs, ``callback`` at the initial values.
+    """An ``ipywidgets.interactive`` explorer of ``callback``; in batch runs, ``callback`` at the initial values.
 
     ``controls`` are ipywidgets controls or interact's abbreviations (``(min, max)``, a list of options,
-    a fixed value). Returns the interact widget, or the callback's return value in batch mode.
+    a fixed value). Returns the explorer widget (controls + output; the callback has run once with
+    the initial values), which Jupyter shows as the cell's result: call ``explore(...)`` last in a
+    cell. Unlike ``ipywidgets.interact``, which displays the widget and returns the callback (a
+    stray ``Out[n]: <function ...>`` line), nothing else is printed. Control labels are shown at
+    their natural width (``style.description_width = "initial"`` unless the control sets one). In
+    batch mode it returns what the callback returns.
     """
     if widgets_enabled():
         import ipywidgets
 
-        return ipywidgets.interact(callback, **controls)
+        for control in controls.values():  # labels at their natural width: "task_domain", not "task_dom..."
+            style = getattr(control, "style", None)
+            if style is not None and style.has_trait("description_width") and not style.description_width:
+                style.description_width = "initial"
+        return ipywidgets.interactive(callback, **controls)
     values = {name: _initial(control) for name, control in controls.items()}
     print(f"(interactive explorer off in this batch run; showing {callback.__name__}({values}))")
     return callback(**values)
