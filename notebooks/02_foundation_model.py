@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 02 · A foundation model of our own: contrastive pretraining on synthetic image-text pairs
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/emclip-kit/emclip/blob/main/notebooks/02_foundation_model.ipynb)
+# *Open in Colab: this copy of the kit has no public home yet, so there is no badge (see the set-up cell).*
 #
 # **You will learn to**
 #
@@ -32,17 +32,29 @@ images_per_domain = None  # benchmark test images per domain for the zero-shot m
 # %% [markdown]
 # ## Set-up
 #
-# On Colab this installs a pinned release of the kit; elsewhere it does nothing (install the kit with `make install` or `pip install -e .`).
+# On Colab the next cell installs the kit from its repository, at the same ref as this notebook; elsewhere
+# it does nothing (install the kit in a clone with `make install` or `pip install -e .`). On a Colab GPU
+# runtime the `auto` profile picks `colab` (sized for a class on a T4). Checkpoints go to
+# `$EMCLIP_RESULTS_DIR`: point it at Google Drive (the commented lines) and a later notebook reuses an
+# earlier notebook's trained model from a fresh runtime, when its run record matches; otherwise it trains.
 
 # %%
+import importlib.util
 import sys
 
-if "google.colab" in sys.modules:
-    from IPython import get_ipython
-
-    get_ipython().run_line_magic(
-        "pip", 'install -q "emclip @ git+https://github.com/emclip-kit/emclip@v0.1.0"'
-    )
+if "google.colab" in sys.modules:  # Colab only; a clone uses `pip install -e .`
+    if importlib.util.find_spec("emclip") is None:
+        raise RuntimeError(
+            "emclip is not installed, and this copy of the kit names no public repository to install "
+            "it from. Instructor: push the kit to GitHub, run `python tools/set_home.py "
+            "https://github.com/<you>/emclip --ref v0.1.0` in the clone, commit and push the "
+            "tag: the badges and this cell then point there. Or build a wheel in the clone "
+            "(`python -m build`), upload it here and `%pip install` it before this cell."
+        )
+    # import os
+    # from google.colab import drive
+    # drive.mount("/content/drive")
+    # os.environ["EMCLIP_RESULTS_DIR"] = "/content/drive/MyDrive/emclip-results"
 
 # %%
 import dataclasses
