@@ -357,3 +357,33 @@ def test_ctrl_c_marks_the_running_point_starts_nothing_and_exits_cleanly(tmp_pat
         assert _wait_for(lambda: not _alive(pids["worker"]) and not _alive(pids["kernel"]), 30)
     finally:
         _kill_leftovers(process, [pids["worker"], pids["kernel"]])
+
+
+def _sleep_forever(task):  # a sweep point that never finishes by itself (module level: picklable)
+    import time
+
+    time.sleep(600)
+
+
+def test_a_ctrl_c_during_a_child_start_stops_that_child_too(monkeypatch):
+    """A Ctrl-C landing between the fork and the child's registration must not leave it running
+    (the interpreter's exit would then wait for its whole notebook)."""
+    import multiprocessing
+    import os
+    import signal
+
+    from emclip.sweep.workers import run_in_processes
+
+    class CtrlCAfterFork(multiprocessing.get_context("fork").Process):
+        def start(self):
+            super().start()
+            os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, right after the fork
+
+    context = multiprocessing.get_context("fork")
+    monkeypatch.setattr(context, "Process", CtrlCAfterFork)  # the shared fork context: restored after the test
+    stopped = []
+    with pytest.raises(KeyboardInterrupt):
+        run_in_processes(_sleep_forever, [{"name": "slow"}], 1, context, on_done=lambda task, code: None,
+                         on_stopped=stopped.append, stop_timeout=5)
+    assert stopped == [{"name": "slow"}]  # the child was known, stopped and reported
+    assert not multiprocessing.active_children()
