@@ -14,15 +14,18 @@
 #   image-text retrieval on held-out pairs and zero-shot pixel-text maps on styles it never saw
 # - read the measured cross-domain effect of those weights on EM-CLIP, whichever way it falls
 #
-# **Expected runtime** — **CPU (ci profile)**: < 1 min · **CPU (cpu profile)**: ~2 min · **GPU (gpu profile)**: ~1 min
+# **Expected runtime** — `ci` profile: < 1 min (10 s under nbval on the kit's 2-core CPU machine) · `cpu`
+# profile: not measured (it runs a 60-step live pretraining) · `colab` and `gpu`: not measured
 
 # %% [markdown]
 # ## Parameters
 #
-# The next cell is tagged `parameters`: papermill (`-p name value`) and the `emclip sweep` command override it. `profile = None` reads `$EMCLIP_PROFILE` (`ci`, `cpu`, `gpu` or `auto`, the default, which picks `gpu` when CUDA is present).
+# The next cell is tagged `parameters`: papermill (`-p name value`) and the `emclip sweep` command override
+# it. `profile = None` reads `$EMCLIP_PROFILE`: `ci`, `cpu`, `colab`, `gpu` or `auto`, the default, which picks
+# `colab` on a Colab GPU runtime, `gpu` elsewhere when CUDA is present, else `cpu`.
 
 # %% tags=["parameters"]
-profile = None  # None reads $EMCLIP_PROFILE (ci, cpu, gpu, auto)
+profile = None  # None reads $EMCLIP_PROFILE; or "ci", "cpu", "colab", "gpu", "auto"
 seed = 0
 live_steps = None  # steps of the live pretraining run; None: 3 on ci, 60 on cpu, 200 on gpu
 live_batch = None  # its batch size; None: 16 on ci, 64 on cpu, 128 on gpu
