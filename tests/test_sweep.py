@@ -280,6 +280,14 @@ def _wait_for(predicate, seconds: float) -> bool:
     return predicate()
 
 
+def _ctrl_c_works():
+    """Ctrl-C as in a terminal: a shell starts background jobs with SIGINT ignored, and a process
+    started from one (this test run, say) would pass that on to the sweep it starts."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_slow_sweep(tmp_path, argv_or_script):
     """A subprocess sweeping a two-point grid of a notebook that records its pids and sleeps."""
     import os
@@ -292,7 +300,8 @@ def _start_slow_sweep(tmp_path, argv_or_script):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "EMCLIP_PROFILE": "ci"}
     command = argv_or_script(notebook, tmp_path / "sweep")
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # its own process group, as a terminal's job
+                               start_new_session=True,  # its own process group, as a terminal's job
+                               preexec_fn=_ctrl_c_works)
     first = markers / "started-1.json"
     if not _wait_for(first.exists, 180):
         process.kill()
@@ -382,8 +391,12 @@ def test_a_ctrl_c_during_a_child_start_stops_that_child_too(monkeypatch):
     context = multiprocessing.get_context("fork")
     monkeypatch.setattr(context, "Process", CtrlCAfterFork)  # the shared fork context: restored after the test
     stopped = []
-    with pytest.raises(KeyboardInterrupt):
-        run_in_processes(_sleep_forever, [{"name": "slow"}], 1, context, on_done=lambda task, code: None,
-                         on_stopped=stopped.append, stop_timeout=5)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # even where SIGINT came in ignored
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_in_processes(_sleep_forever, [{"name": "slow"}], 1, context, on_done=lambda task, code: None,
+                             on_stopped=stopped.append, stop_timeout=5)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert stopped == [{"name": "slow"}]  # the child was known, stopped and reported
     assert not multiprocessing.active_children()

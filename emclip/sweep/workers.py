@@ -78,8 +78,6 @@ def _child_main(target: Callable[[dict], object], task: dict, parent_pid: int, l
     if log_path is not None:
         _redirect_output(log_path)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):  # started with SIGINT held back (_sigint_deferred); the kernel
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # it starts must not inherit that
     signal.signal(signal.SIGTERM, _raise_stop)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     if os.getppid() != parent_pid:  # the parent died while this process started
@@ -119,7 +117,7 @@ def run_in_processes(target: Callable[[dict], object], tasks: list[dict], jobs: 
             while pending and len(running) < jobs:
                 task = pending.pop(0)
                 log = str(log_path(task)) if log_path is not None else None
-                with _sigint_deferred():  # a Ctrl-C now waits until the child is known, then stops it
+                with _sigint_deferred():  # a Ctrl-C now waits until the child is registered, then stops it
                     process = context.Process(target=_child_main, args=(target, task, os.getpid(), log))
                     process.start()
                     running[process.sentinel] = (process, task)
@@ -136,19 +134,25 @@ def run_in_processes(target: Callable[[dict], object], tasks: list[dict], jobs: 
 
 @contextlib.contextmanager
 def _sigint_deferred():
-    """Hold SIGINT back (blocked, not lost) while a child is started and registered.
+    """Hold a Ctrl-C back while a child is started and registered, then act on it.
 
     Without it, a Ctrl-C that lands between the fork and the registration leaves a child that
     nobody stops, and the interpreter's exit then waits for it to finish its whole notebook.
+    (A handler, not a blocked signal: the OS may hand SIGINT to any thread, e.g. tqdm's monitor.)
     """
-    if not hasattr(signal, "pthread_sigmask"):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a pending Ctrl-C is delivered here
+        signal.signal(signal.SIGINT, previous)
+    if caught and callable(previous):
+        previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here
+    elif caught and previous == signal.SIG_DFL:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
