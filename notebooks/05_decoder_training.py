@@ -173,8 +173,10 @@ print(
 # Dice plus binary cross-entropy with logits per region (disc and cup overlap, so each region is its own sigmoid
 # channel); for cardiac, Dice plus softmax cross-entropy (`DiceCELoss`). On a GPU the engine trains in mixed
 # precision (bf16 where the GPU supports it, fp16 with a gradient scaler elsewhere, e.g. Colab's T4); the CPU
-# runs float32. The checkpoint is written atomically every `eval_every` steps; rerunning
-# `train(..., resume=True)` after an interruption continues exactly where it stopped.
+# runs float32. The checkpoint is written atomically every `eval_every` steps and carries the record of its
+# run (model, data, training settings). With `resume=True`, rerunning this cell continues an interrupted
+# run exactly where it stopped, or reuses the finished one (no step is trained again: its history comes
+# from the checkpoint); a checkpoint of another run is refused with the differences listed.
 
 # %%
 tag = "-".join(f"em_{k}{v}" for k, v in em_changes.items()) or None  # non-default configs get their own file
@@ -192,7 +194,7 @@ result = train(
     seed=seed,
     eval_every=prof.eval_every,
     checkpoint_path=ckpt_path,
-    resume=False,
+    resume=True,  # a rerun reuses this run when it finished (or continues it); another run is refused
 )
 history = result.history
 history.dropna().round(4)
