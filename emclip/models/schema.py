@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from emclip.errors import ConfigError
 
 ROLES = ("proposed", "baseline", "ablation", "control")
-AUGMENTS = ("both", "appearance", "geometric", "none", "style")
 
 #: old flat keys (before the nested configs) -> where the setting lives now
 RENAMED = {
@@ -164,10 +163,17 @@ class Nullable(Spec):
 
 
 class AugmentSpec(Spec):
-    """``train.augment``: true/false, a mode name or a dict spec, as :meth:`emclip.data.Augment.from_spec` reads it."""
+    """``train.augment``: true/false, a mode name or a dict spec, as :meth:`emclip.data.Augment.from_spec` reads it.
 
-    text = (f"true, false, one of {', '.join(map(repr, AUGMENTS))} or a dict spec such as "
-            "{'mode': 'both', 'gamma': [0.9, 1.1], 'contrast': [0.9, 1.1]}")
+    (``emclip.data`` is imported when a config is checked, so that ``import emclip.models`` stays light.)
+    """
+
+    @property
+    def text(self) -> str:
+        from emclip.data.augment import AUGMENT_MODES
+
+        return (f"true, false, one of {', '.join(map(repr, AUGMENT_MODES))} or a dict spec such as "
+                "{'mode': 'both', 'gamma': [0.9, 1.1], 'contrast': [0.9, 1.1]}")
 
     def check(self, value, path):
         from emclip.data.augment import Augment

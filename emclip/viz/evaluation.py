@@ -230,7 +230,7 @@ def em_feature_embedding(model, datasets: dict, source_domains: Sequence[str], n
         ``(embedding, silhouette)``: a DataFrame with columns ``x, y, domain, role`` (source /
         target) and ``stage`` (``before EM`` / ``after EM``), and the silhouette score of the
         domain labels in the original (L2-normalised) feature space per stage — higher means the
-        domains sit further apart (design choice, not from the paper: the paper shows only t-SNE).
+        domains sit further apart (a design choice of the kit, not from the paper).
     """
     from sklearn.manifold import TSNE
     from sklearn.metrics import silhouette_score
