@@ -107,8 +107,7 @@ def prepare_run(model_name: str, task: Task | str, train_domains, profile: str |
     per_rank = max(1, prof.batch_size // world)
     train_loader = make_dataloader(train_ds, per_rank, shuffle=True, augment=spec, seed=seed,
                                    num_workers=prof.num_workers, drop_last=world > 1 or len(train_ds) >= per_rank,
-                                   device=ddp.local_device() if world > 1 else None, rank=ddp.get_rank(),
-                                   world_size=world)
+                                   rank=ddp.get_rank(), world_size=world)  # train() moves it to its device
     val_loader = make_dataloader(val_ds, prof.batch_size, shuffle=False, num_workers=prof.num_workers)
     real_root = data_dir(root) if source == "real" else None
     data = jsonable({
