@@ -28,8 +28,9 @@ on your machine.
 
 Every finished run writes its own result file (``<out>/runs/<task>/<protocol>/<split>/<method>/seed<k>.json``,
 atomically) before the next starts, and a running one checkpoints under ``<out>/partial/``, so an
-interrupted benchmark resumes where it stopped. After each run the tables are rewritten:
-``<out>/results.csv`` (tidy: one row per run, target domain and region), ``<out>/README.md``
+interrupted benchmark resumes where it stopped. A result file records the method's complete model
+config; a run whose config (or profile) has changed since, e.g. a new default, is run again. After
+each run the tables are rewritten: ``<out>/results.csv`` (tidy: one row per run, target domain and region), ``<out>/README.md``
 (mean ± std over seeds of the Dice on unseen domains, per region and per target domain, for each
 task and protocol). Design choices, not from the paper: the grid, the seeds, the profile.
 """
@@ -98,6 +99,22 @@ def run_one(task, split, method: str, seed: int, prof, out: Path) -> list[dict]:
                          "seconds": round(time.perf_counter() - start, 1)})
     partial.unlink(missing_ok=True)
     return rows
+
+
+def method_config(method: str, prof) -> dict:
+    """The complete model config a method runs with here (JSON round-tripped, as stored in run files)."""
+    from emclip.models import get_model_config
+
+    return json.loads(json.dumps(get_model_config(method, profile=prof, **model_overrides(method))))
+
+
+def is_current(path: Path, method: str, prof) -> bool:
+    """A finished run counts only if it ran the method's current config and profile (else it is redone)."""
+    if not path.is_file():
+        return False
+    record = json.loads(path.read_text())
+    return (record.get("model_config") == method_config(method, prof)
+            and record.get("profile") == json.loads(json.dumps(prof.as_dict())))
 
 
 def result_path(out: Path, task: str, protocol: str, split: str, method: str, seed: int) -> Path:
@@ -195,12 +212,14 @@ def main(argv=None) -> int:
     command = "python benchmarks/bench_cross_domain.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     runs = grid(args)
-    todo = [r for r in runs if not result_path(out, r[0].name, r[1], r[2].name, r[3], r[4]).is_file()]
-    print(f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already done, {len(todo)} to do", flush=True)
+    todo = [r for r in runs if not is_current(result_path(out, r[0].name, r[1], r[2].name, r[3], r[4]), r[3], prof)]
+    print(f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already done with the current configs, "
+          f"{len(todo)} to do", flush=True)
     for index, (task, protocol, split, method, seed) in enumerate(todo, start=1):
         rows = run_one(task, split, method, seed, prof, out)
         atomic_write_json(result_path(out, task.name, protocol, split.name, method, seed),
-                          {"protocol": protocol, "profile": prof.as_dict(), "rows": rows})
+                          {"protocol": protocol, "profile": prof.as_dict(),
+                           "model_config": method_config(method, prof), "rows": rows})
         unseen = pd.DataFrame(rows).query("not in_domain").dice.mean()
         print(f"[{index}/{len(todo)}] {task.name} {protocol} {split.name} {method} seed {seed}: "
               f"unseen Dice {unseen:.3f} ({rows[0]['seconds']:.0f} s)", flush=True)

@@ -14,17 +14,12 @@ About 40 s per run on one core of the kit's 2-core machine (cpu profile: 200 ste
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
+from paired_runs import RunStore, measure, model_config, paired_row
 
-from emclip.engine import train_from_profile
-from emclip.evaluation import evaluate_model
-from emclip.evaluation.scoring import domain_test_set
-from emclip.fileio import atomic_write_text
 from emclip.runtime import get_profile
 from emclip.tasks import get_task
 
@@ -33,41 +28,6 @@ WEIGHTS = ("random", "synth-v1")
 
 def run_key(task: str, source: str, stem: str, weights: str, seed: int) -> str:
     return f"{task}|{source}|{stem}|{weights}|{seed}"
-
-
-def measure(task_name: str, stem: str, weights: str, seed: int, profile) -> dict:
-    """Train EM-CLIP on the task's first domain and return the Dice per test domain and the unseen mean."""
-    task = get_task(task_name)
-    source = task.domains[0]
-    start = time.perf_counter()
-    result = train_from_profile("emclip", task, [source], profile=profile, seed=seed, progress=False,
-                                clip={"pretrained": weights}, decoder={"stem_input": stem})
-    dice = {}
-    for domain in task.domains:
-        test = domain_test_set(task, domain, "synthetic", None, profile.image_size, profile.test_per_domain)
-        dice[domain] = float(evaluate_model(result.model, task, test, device="cpu").dice.mean())
-    unseen = statistics.mean(v for d, v in dice.items() if d != source)
-    return {"per_domain": dice, "unseen": unseen, "seconds": round(time.perf_counter() - start, 1)}
-
-
-def summarise(runs: dict, tasks, stems, seeds) -> list[str]:
-    lines = ["| task | stem input | random | synth-v1 | synth-v1 - random per seed | mean difference |",
-             "|---|---|---|---|---|---|"]
-    for task_name in tasks:
-        source = get_task(task_name).domains[0]
-        for stem in stems:
-            pairs = [(runs.get(run_key(task_name, source, stem, "random", s)),
-                      runs.get(run_key(task_name, source, stem, "synth-v1", s))) for s in seeds]
-            pairs = [(a["unseen"], b["unseen"]) for a, b in pairs if a and b]
-            if not pairs:
-                continue
-            rand, pre = [a for a, _ in pairs], [b for _, b in pairs]
-            diffs = [b - a for a, b in pairs]
-            spread = lambda xs: f" ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else ""  # noqa: E731
-            lines.append(f"| {task_name} | {stem} | {statistics.mean(rand):.3f}{spread(rand)} | "
-                         f"{statistics.mean(pre):.3f}{spread(pre)} | {', '.join(f'{d:+.3f}' for d in diffs)} | "
-                         f"{statistics.mean(diffs):+.3f} ({sum(d > 0 for d in diffs)} of {len(diffs)} seeds higher) |")
-    return lines
 
 
 def main(argv=None) -> int:
@@ -80,20 +40,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile = get_profile("cpu")
-    runs = json.loads(args.out.read_text()) if args.out.exists() else {}
+    store = RunStore(args.out)
+    rows = ["| task, stem input | random | synth-v1 | synth-v1 in-domain | synth-v1 - random per seed | mean difference |",
+            "|---|---|---|---|---|---|"]
     for task_name in args.tasks:
         source = get_task(task_name).domains[0]
         for stem in args.stems:
-            for seed in args.seeds:
-                for weights in WEIGHTS:
-                    key = run_key(task_name, source, stem, weights, seed)
-                    if key not in runs:
-                        runs[key] = measure(task_name, stem, weights, seed, profile)
-                        args.out.parent.mkdir(parents=True, exist_ok=True)
-                        atomic_write_text(args.out, json.dumps(runs, indent=1))
-                    print(f"{key}: unseen {runs[key]['unseen']:.3f} ({runs[key]['seconds']} s)", flush=True)
+            overrides = {w: {"clip": {"pretrained": w}, "decoder": {"stem_input": stem}} for w in WEIGHTS}
+            runs = {w: [store.get_or_run(run_key(task_name, source, stem, w, seed),
+                                         partial(measure, task_name, seed, profile, **overrides[w]),
+                                         model_config(profile, **overrides[w]))
+                        for seed in args.seeds] for w in WEIGHTS}
+            rows.append(paired_row(f"{task_name}, {stem}", runs["random"], runs["synth-v1"]))
     print("\nUnseen-domain Dice of EM-CLIP (cpu profile, trained on the first domain), mean ± std over seeds:\n")
-    print("\n".join(summarise(runs, args.tasks, args.stems, args.seeds)))
+    print("\n".join(r for r in rows if r))
     return 0
 
 

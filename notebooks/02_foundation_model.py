@@ -333,8 +333,11 @@ assert len(gain) == frame.query("weights == 'random'").shape[0]  # every control
 # Read the table for what it is: a handful of seeds, one source domain per task, small synthetic data; the
 # lines above say, per task, which way the difference went and on how many seeds. A gain on one task and
 # none on the other is a real possibility, and is what this kit has to report when it happens: the encoder is
-# only one part of EM-CLIP, and the decoder also sees the raw image (notebook 05). Notebook 06 runs the
-# comparison on the benchmark's protocols.
+# only one part of EM-CLIP, and the decoder also sees the image through its conv stem (notebook 05). These
+# figures were measured with the stem on the centred image, which hands the source scanner's colour and
+# contrast straight to the decoder. The kit's default stem input is now `"local"` (local contrast
+# normalisation: edges, not appearance); the README's "Does the pretrained encoder help?" gives the same
+# comparison for every stem input, measured. Notebook 06 runs the comparison on the benchmark's protocols.
 
 # %% [markdown]
 # ## What the numbers say, and what they do not

@@ -142,3 +142,17 @@ def test_run_protocol_adopts_only_a_checkpoint_of_the_same_run(trained, tmp_path
     assert read_record(other)[0]["train"]["steps"] == 3  # trained: the shared one is another run
     captured = capsys.readouterr()
     assert "not reusing" in captured.out + captured.err
+
+
+def test_config_tag_names_each_change_and_tells_dict_specs_apart():
+    """Non-default runs get their own checkpoint file: a tag per change, a digest per dict spec."""
+    from emclip.engine import checkpoint_name, config_tag
+
+    assert config_tag({}) is None
+    assert config_tag({"em": {"bases": 4, "iters": 1}}) == "em_bases4-em_iters1"
+    narrow = config_tag({"train": {"augment": {"mode": "both", "gamma": [0.9, 1.1]}}})
+    wide = config_tag({"train": {"augment": {"mode": "both", "gamma": [0.7, 1.4]}}})
+    assert narrow != wide and narrow.startswith("train_augment") and len(narrow) == len("train_augment") + 8
+    assert narrow == config_tag({"train": {"augment": {"gamma": [0.9, 1.1], "mode": "both"}}})  # key order
+    name = checkpoint_name("fundus", "emclip", ["domain1"], "cpu", seed=0, tag=config_tag({"train": {"augment": "style"}}))
+    assert name == "fundus_emclip_domain1_cpu_seed0_train_augmentstyle.pt"

@@ -49,6 +49,24 @@ class ConvNormAct(nn.Sequential):
         )
 
 
+def local_contrast_normalise(image: torch.Tensor, window: int | None = None, eps: float = 0.05) -> torch.Tensor:
+    """(B, C, H, W) -> same shape: each channel minus its local mean, over its local spread.
+
+    ``x' = (x - m) / sqrt(v + eps**2)`` with ``m`` and ``v`` the mean and variance over a
+    ``window`` x ``window`` box (default: about 1/8 of the shorter side, odd, at least 3; edges
+    reflected). ``eps`` (in image units) keeps flat regions from amplifying noise. A gain and an
+    offset per channel leave the output unchanged up to the eps term.
+    """
+    if window is None:
+        window = max(3, (min(image.shape[-2:]) // 8) | 1)
+    pad = window // 2
+    def box(t):
+        return F.avg_pool2d(F.pad(t, (pad, pad, pad, pad), mode="reflect"), window, stride=1)
+    mean = box(image)
+    centred = image - mean
+    return centred / torch.sqrt(box(centred * centred) + eps**2)
+
+
 class ConvStem(nn.Module):
     """A light convolutional stem on the input image: fine detail the 1/16 ViT grid loses.
 
@@ -60,12 +78,16 @@ class ConvStem(nn.Module):
 
     ``input_norm`` says what the stem sees: ``"centre"`` the image minus 0.5; ``"standardise"``
     each image and channel standardised over its pixels (an instance normalisation of the input,
-    as IBN-Net uses against appearance shift), scaled to a spread of 0.25. The stem reads raw
-    pixels, so with ``"centre"`` a scanner's colour and contrast reach the decoder past the
-    frozen encoder; a design choice, not from the paper.
+    as IBN-Net uses against appearance shift), scaled to a spread of 0.25; ``"local"`` each
+    channel standardised over a window of about 1/8 of the image side (local contrast
+    normalisation, :func:`local_contrast_normalise`): gain, offset and a slowly varying
+    illumination are removed, edges and texture stay, so the stem supplies *where* boundaries are
+    and the encoder *what* they bound. The stem reads raw pixels, so with ``"centre"`` a scanner's
+    colour and contrast reach the decoder past the frozen encoder; a design choice, not from the
+    paper.
     """
 
-    INPUT_NORMS = ("centre", "standardise")
+    INPUT_NORMS = ("centre", "standardise", "local")
 
     def __init__(self, channels: tuple[int, ...] | list[int], in_channels: int = 3, input_norm: str = "centre"):
         super().__init__()
@@ -84,6 +106,8 @@ class ConvStem(nn.Module):
             mean = image.mean(dim=(2, 3), keepdim=True)
             std = image.std(dim=(2, 3), keepdim=True)
             x = (image - mean) / (std + 1e-3) * 0.25
+        elif self.input_norm == "local":
+            x = local_contrast_normalise(image) * 0.25
         else:
             x = image - 0.5  # centre [0, 1] images
         outs = []

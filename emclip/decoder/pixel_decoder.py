@@ -76,8 +76,9 @@ class TextGuidedDecoder(nn.Module):
         reduction: input pixels per patch-grid pixel (16 for ViT-B/16); a power of two.
         channels: decoder widths, one per stage from the patch grid down to stride 2.
         stem_channels: widths of the conv stem (strides 2, 4, ...); ``[]`` disables it.
-        stem_input: what the stem sees, ``"centre"`` (image - 0.5) or ``"standardise"`` (per image
-            and channel; :class:`~emclip.decoder.blocks.ConvStem`).
+        stem_input: what the stem sees, ``"centre"`` (image - 0.5), ``"standardise"`` (per image
+            and channel) or ``"local"`` (local contrast normalisation;
+            :class:`~emclip.decoder.blocks.ConvStem`).
         embed_dim: D, the width of the pixel and class embeddings of the classifier.
         text_guidance: apply :class:`TextGuidance` at each stage (``False`` for ablations).
         text_projection: ``"mlp"``, ``"linear"`` or ``"fixed"``.

@@ -17,6 +17,7 @@ is built), so DDP workers and the CLI start fast.
 
 from emclip.engine.checkpoint import (
     checkpoint_name,
+    config_tag,
     load_checkpoint,
     load_model,
     load_run,
@@ -46,6 +47,7 @@ __all__ = [
     "TrainSettings",
     "check_same_run",
     "checkpoint_name",
+    "config_tag",
     "inference",
     "load_checkpoint",
     "load_model",

@@ -18,6 +18,8 @@ type, an older format) raises :class:`emclip.errors.CheckpointError` naming the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 import random
 import zipfile
@@ -53,6 +55,28 @@ def checkpoint_name(task, model: str, train_domains, profile, seed: int | None =
     name = f"{task_name}_{model}_{'+'.join(str(d) for d in domains)}_{prof}"
     name += f"_seed{seed}" if seed is not None else ""
     return f"{name}_{tag}.pt" if tag else f"{name}.pt"
+
+
+def config_tag(overrides: dict) -> str | None:
+    """A short readable tag for model-config ``overrides`` (for :func:`checkpoint_name`), ``None`` if empty.
+
+    Each changed key becomes ``<section>_<key><value>``; a dict or list value becomes an 8-digit
+    digest of its JSON, so that two different specs never share a file name.
+
+    >>> config_tag({"em": {"bases": 4, "iters": 1}})
+    'em_bases4-em_iters1'
+    >>> config_tag({"train": {"augment": "style"}})
+    'train_augmentstyle'
+    >>> config_tag({}) is None
+    True
+    """
+    parts = []
+    for section, changes in overrides.items():
+        for key, value in (changes.items() if isinstance(changes, dict) else [("", changes)]):
+            if isinstance(value, (dict, list, tuple)):
+                value = hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
+            parts.append(f"{section}_{key}{value}")
+    return "-".join(parts) or None
 
 
 def unwrap(model: nn.Module) -> nn.Module:

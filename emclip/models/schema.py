@@ -223,7 +223,7 @@ TEXT = {
 DECODER = {
     "channels": IntList(),
     "stem_channels": IntList(min_len=0),
-    "stem_input": Choice(("centre", "standardise")),
+    "stem_input": Choice(("centre", "standardise", "local")),
     "embed_dim": Int(1),
     "text_guidance": Bool(),
 }

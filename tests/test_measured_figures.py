@@ -1,0 +1,59 @@
+"""Figures quoted in the notebooks and the README are the committed measurements, not typed-in numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CENTRE = '[{"decoder": {"stem_input": "centre"}}]'  # the --base label of runs made with the centred stem
+TRIPLE = re.compile(r"(\d\.\d{3}) ± (\d\.\d{3}) \((\d\.\d{3})\)")
+
+
+def variant_summary(path: Path, task: str, variant: str) -> str:
+    """'unseen mean ± std (in-domain mean)' over the seeds of one variant in a bench_variants JSON."""
+    runs = [r for key, r in json.loads(path.read_text()).items()
+            if key.split("|")[0] == task and key.split("|")[2] == variant]
+    assert len(runs) >= 3, f"{path.name} has {len(runs)} runs of {task}/{variant}; the text quotes seeds 0-2"
+    unseen = [r["unseen"] for r in runs]
+    source = [r["source"] for r in runs]
+    return f"{statistics.mean(unseen):.3f} ± {statistics.stdev(unseen):.3f} ({statistics.mean(source):.3f})"
+
+
+def table_triples(text: str, header: str) -> list[str]:
+    """Per row of the markdown table that starts at ``header``: its 'a ± b (c)' cells, joined by spaces."""
+    lines = text[text.index(header):].splitlines()[2:]  # skip the header and the |---| line
+    rows = []
+    for line in lines:
+        if not line.lstrip("# ").startswith("|"):
+            break
+        rows.append(" ".join(f"{a} ± {b} ({c})" for a, b, c in TRIPLE.findall(line)))
+    assert rows, f"no table rows after {header!r}"
+    return rows
+
+
+@pytest.mark.parametrize("source", ["notebooks/05_decoder_training.py", "notebooks/05_decoder_training.ipynb",
+                                    "README.md"])
+def test_notebook_05_augmentation_table_is_the_measurement(source):
+    path = ROOT / "results" / "variants_augment.json"
+    text = (ROOT / source).read_text()
+    if source.endswith(".ipynb"):
+        text = "\n".join("".join(c["source"]) for c in json.loads(text)["cells"])
+    expected = [" ".join(variant_summary(path, task, CENTRE + v) for task in ("fundus", "cardiac"))
+                for v in ("default", "augment=narrow", "augment=geometric", "augment=style")]
+    assert table_triples(text, "| `train.augment` |") == expected
+
+
+METHOD_OPTIONS = ("default", "em.backprop=none (EMANet-exact)", "em.input_norm=l2", "text.tie_centres=true",
+                  "text.projection=linear", "text.projection=fixed", "text.background=true")
+
+
+def test_readme_design_option_table_is_the_measurement():
+    path = ROOT / "results" / "variants_method.json"
+    expected = [" ".join(variant_summary(path, task, CENTRE + v) for task in ("fundus", "cardiac"))
+                for v in METHOD_OPTIONS]
+    assert table_triples((ROOT / "README.md").read_text(), "| option (alone) |") == expected
