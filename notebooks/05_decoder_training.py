@@ -210,7 +210,8 @@ print(
 # runs float32. The checkpoint is written atomically every `eval_every` steps and carries the record of its
 # run (model, data, training settings). With `resume=True`, rerunning this cell continues an interrupted
 # run exactly where it stopped, or reuses the finished one (no step is trained again: its history comes
-# from the checkpoint); a checkpoint of another run is refused with the differences listed.
+# from the checkpoint); a checkpoint of another run at that path (say, written before the kit's defaults
+# changed) is kept under a new name, `<name>.other-run-<n>.pt`, and this run trains from the start.
 
 # %%
 tag = config_tag(overrides)  # non-default configs get their own file
@@ -228,7 +229,8 @@ result = train(
     seed=seed,
     eval_every=prof.eval_every,
     checkpoint_path=ckpt_path,
-    resume=True,  # a rerun reuses this run when it finished (or continues it); another run is refused
+    resume=True,  # a rerun reuses this run when it finished (or continues it)
+    other_run="keep",  # a file of another run (e.g. from before a kit update) is renamed, not lost
 )
 history = result.history
 history.dropna().round(4)

@@ -181,6 +181,7 @@ results = run_protocol(
     splits=[split.name],
     checkpoint_dir=own_ckpts,
     reuse_from=[runlog.results_dir("checkpoints")],  # notebook 05's EM-CLIP, when its run record matches
+    other_run="keep",  # a checkpoint of another run (e.g. from before a kit update) is renamed, not lost
 )
 per_image = reports.load_frame(out_dir / "per_image.csv")
 all_levels = results  # cardiac: rows per 3-D volume and per 2-D slice (column `level`)

@@ -156,3 +156,67 @@ def test_config_tag_names_each_change_and_tells_dict_specs_apart():
     assert narrow == config_tag({"train": {"augment": {"gamma": [0.9, 1.1], "mode": "both"}}})  # key order
     name = checkpoint_name("fundus", "emclip", ["domain1"], "cpu", seed=0, tag=config_tag({"train": {"augment": "style"}}))
     assert name == "fundus_emclip_domain1_cpu_seed0_train_augmentstyle.pt"
+
+
+def test_other_run_keep_sets_the_other_checkpoint_aside_and_trains(trained, tmp_path, capsys):
+    """After a change of defaults a notebook's rerun neither fails nor loses the earlier run's file."""
+    import shutil
+
+    from emclip.engine import prepare_run
+
+    path = tmp_path / "unet.pt"
+    shutil.copy(trained[0], path)
+    other = prepare_run("unet", "fundus", ["domain1"], tiny(), seed=4)  # another seed: another run
+    with pytest.raises(RunMismatchError, match="train.seed"):
+        other.train(path, progress=False)  # the default still refuses
+    result = other.train(path, progress=False, other_run="keep")
+    kept = tmp_path / "unet.other-run-1.pt"
+    assert kept.is_file() and read_record(kept)[0]["train"]["seed"] == 3  # the earlier run, intact
+    assert read_record(path)[0]["train"]["seed"] == 4 and result.steps_run == 2
+    assert "kept it as unet.other-run-1.pt" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="other_run='drop'"):
+        other.train(path, progress=False, other_run="drop")
+
+
+def test_a_checkpoint_from_before_a_config_key_existed_still_loads(trained, tmp_path):
+    """Keys added to the schema later are filled with the value that reproduces the older run."""
+    from emclip.models.schema import upgrade_config
+
+    old = {"arch": "emclip", "decoder": {"channels": [8]}}
+    assert upgrade_config(old)["decoder"] == {"channels": [8], "stem_input": "centre"} and "stem_input" not in old["decoder"]
+    assert upgrade_config({"arch": "emclip", "decoder": {"stem_input": "local"}})["decoder"]["stem_input"] == "local"
+    ckpt = torch.load(trained[0], weights_only=True)
+    assert ckpt["record"]["model"]["name"] == "unet"
+    emclip_run = train_from_profile("emclip", "fundus", ["domain1"], profile=tiny(), seed=0,
+                                    checkpoint_path=tmp_path / "em.pt", progress=False)
+    ckpt = torch.load(tmp_path / "em.pt", weights_only=True)
+    del ckpt["record"]["model"]["config"]["decoder"]["stem_input"]  # as written before the option existed
+    torch.save(ckpt, tmp_path / "old.pt")
+    model, record = load_run(tmp_path / "old.pt")
+    assert model.decoder.stem.input_norm == "centre" and emclip_run.model.decoder.stem.input_norm == "local"
+
+
+def test_run_protocol_with_other_run_keep_sets_a_stale_checkpoint_aside_then_adopts(trained, tmp_path, capsys):
+    """A protocol's own stale checkpoint is renamed, then notebook 05's checkpoint of the same run is adopted."""
+    import shutil
+
+    from emclip.engine import checkpoint_name
+    from emclip.evaluation import run_protocol
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    name = checkpoint_name("fundus", "unet", ["domain1"], "ci", seed=3)
+    shutil.copy(trained[0], shared / name)  # the requested run, as another notebook saved it
+    own = tmp_path / "own"
+    own.mkdir()
+    stale = own / name
+    shutil.copy(trained[0], stale)
+    ckpt = torch.load(stale, weights_only=True)
+    ckpt["record"]["train"]["lr"] = 123.0  # another run at the same path
+    torch.save(ckpt, stale)
+    df = run_protocol("fundus", "single-source", ["unet"], seeds=[3], profile=tiny(), splits=["1->234"],
+                      out_dir=tmp_path / "out", checkpoint_dir=own, reuse_from=[shared], progress=False,
+                      other_run="keep")
+    assert (own / name.replace(".pt", ".other-run-1.pt")).is_file()
+    assert stale.read_bytes() == (shared / name).read_bytes() and len(df)  # adopted, not retrained
+    assert "held another run; kept it as" in capsys.readouterr().out

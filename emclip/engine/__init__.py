@@ -37,7 +37,7 @@ from emclip.engine.predict import (
 )
 from emclip.engine.recipe import PreparedRun, load_or_train, prepare_run, train_from_profile
 from emclip.engine.record import TrainSettings, check_same_run, make_record, record_differences
-from emclip.engine.train import TrainResult, lr_lambda, train
+from emclip.engine.train import TrainResult, lr_lambda, set_aside, train
 
 __all__ = [
     "Precision",
@@ -66,6 +66,7 @@ __all__ = [
     "run_batches",
     "save_checkpoint",
     "select_precision",
+    "set_aside",
     "train",
     "train_from_profile",
 ]

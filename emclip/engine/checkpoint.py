@@ -202,8 +202,9 @@ def load_checkpoint(path, model: nn.Module | None = None, optimizer=None, schedu
 def build_model(record: dict) -> nn.Module:
     """A fresh (untrained) model built from a record's complete model config and task."""
     from emclip.models import create_model_from_config
+    from emclip.models.schema import upgrade_config
 
-    return create_model_from_config(record["model"]["config"], record["task"])
+    return create_model_from_config(upgrade_config(record["model"]["config"]), record["task"])
 
 
 def load_run(path, device="cpu") -> tuple[nn.Module, dict]:

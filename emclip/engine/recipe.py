@@ -60,14 +60,14 @@ class PreparedRun:
     data: dict = field(default_factory=dict)
 
     def train(self, checkpoint_path=None, resume: bool = True, overwrite: bool = False, progress: bool = True,
-              device="auto") -> TrainResult:
-        """Run :func:`emclip.engine.train` with this run's settings (see its ``resume``/``overwrite``)."""
+              device="auto", other_run: str = "error") -> TrainResult:
+        """Run :func:`emclip.engine.train` with this run's settings (see its ``resume``/``overwrite``/``other_run``)."""
         s = self.settings
         return train(self.model, self.task, self.train_loader, self.val_loader, steps=s.steps, lr=s.lr, seed=s.seed,
                      weight_decay=s.weight_decay, warmup_steps=s.warmup_steps, schedule=s.schedule,
                      grad_clip=s.grad_clip, amp=s.amp, device=device, checkpoint_path=checkpoint_path,
-                     resume=resume, overwrite=overwrite, eval_every=self.profile.eval_every, progress=progress,
-                     data=self.data, profile=self.profile.name)
+                     resume=resume, overwrite=overwrite, other_run=other_run, eval_every=self.profile.eval_every,
+                     progress=progress, data=self.data, profile=self.profile.name)
 
     def record(self) -> dict:
         """The record :meth:`train` writes into the checkpoint (versions and runtime aside)."""

@@ -38,7 +38,7 @@ from emclip.engine.checkpoint import load_checkpoint, read_checkpoint, save_chec
 from emclip.engine.precision import select_precision
 from emclip.engine.predict import mean_region_dice, region_dice
 from emclip.engine.record import TrainSettings, check_same_run, make_record
-from emclip.errors import CheckpointError
+from emclip.errors import CheckpointError, RunMismatchError
 from emclip.fileio import check_output_path
 from emclip.losses import get_loss
 from emclip.runtime import get_device, seed_everything
@@ -150,14 +150,38 @@ def _loader_data(train_loader, val_loader) -> dict:
             "val_images": size(val_loader) if val_loader is not None else None}
 
 
-def _existing_checkpoint(path: Path | None, record: dict, resume: bool, overwrite: bool) -> dict | None:
+OTHER_RUN = ("error", "keep")
+
+
+def set_aside(path: Path) -> Path:
+    """Rename ``path`` to a free ``<stem>.other-run-<n>.pt`` beside it (nothing is deleted); the new path."""
+    for n in range(1, 10_000):
+        target = path.with_name(f"{path.stem}.other-run-{n}{path.suffix}")
+        if not target.exists():
+            path.rename(target)
+            return target
+    raise CheckpointError(f"Too many set-aside checkpoints beside {path}; delete some.")
+
+
+def _existing_checkpoint(path: Path | None, record: dict, resume: bool, overwrite: bool,
+                         other_run: str = "error") -> dict | None:
     """The checkpoint to resume from (or ``None``); refuses what must not be resumed or overwritten."""
+    if other_run not in OTHER_RUN:
+        raise ValueError(f"other_run={other_run!r}; valid: {', '.join(OTHER_RUN)}.")
     if path is None or not path.exists() or overwrite:
         return None
-    ckpt = read_checkpoint(path)  # CheckpointError (naming the path) for an unreadable file
-    if resume:
-        check_same_run(ckpt["record"], record, path, "resume")
-        return ckpt
+    try:
+        ckpt = read_checkpoint(path)  # CheckpointError (naming the path) for an unreadable file
+        if resume:
+            check_same_run(ckpt["record"], record, path, "resume")
+            return ckpt
+    except (CheckpointError, RunMismatchError) as err:
+        if other_run != "keep" or not resume:
+            raise
+        kept = set_aside(path)
+        print(f"{path.name} held another run ({str(err).split(': ', 1)[-1][:200]}); kept it as {kept.name} "
+              "and training this run from the start.")
+        return None
     if ckpt.get("finished"):
         raise CheckpointError(f"{path} holds a finished run ({ckpt['step']} steps). Pass resume=True (emclip train "
                               "--resume) to reuse it when the run is identical, overwrite=True (--overwrite) to "
@@ -167,6 +191,7 @@ def _existing_checkpoint(path: Path | None, record: dict, resume: bool, overwrit
 
 def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, steps: int, lr: float,
           device="auto", seed: int = 0, checkpoint_path=None, resume: bool = True, overwrite: bool = False,
+          other_run: str = "error",
           eval_every: int | None = None, progress: bool = True, weight_decay: float = 1e-4,
           warmup_steps: int | None = None, schedule: str = "cosine", grad_clip: float | None = 1.0,
           amp: str | bool = "auto", checkpoint_every: int | None = None, loss_fn: nn.Module | None = None,
@@ -186,6 +211,10 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
         resume: continue the checkpoint at ``checkpoint_path`` when it holds the *same* run
             (identical record; otherwise :class:`~emclip.errors.RunMismatchError` lists what
             differs); a finished one is returned as it is.
+        other_run: with ``resume``, what to do when ``checkpoint_path`` holds another run (or a file
+            this version cannot read): ``"error"`` (default) raises; ``"keep"`` renames that file to
+            ``<stem>.other-run-<n>.pt`` beside it and trains this run from the start (what a notebook
+            wants after the kit's defaults changed: nothing is lost, nothing fails).
         overwrite: train from scratch over whatever is at ``checkpoint_path``. Without ``resume``
             or ``overwrite`` a *finished* checkpoint there is never overwritten
             (:class:`~emclip.errors.CheckpointError`).
@@ -219,7 +248,7 @@ def train(model: nn.Module, task: Task | str, train_loader, val_loader=None, *, 
     record = make_record(bare, task.name, data if data is not None else _loader_data(train_loader, val_loader),
                          train_section, profile, runtime={"device": device.type, "precision": precision.name})
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
-    ckpt = _existing_checkpoint(checkpoint_path, record, resume, overwrite)
+    ckpt = _existing_checkpoint(checkpoint_path, record, resume, overwrite, other_run)
     if checkpoint_path is not None and main:
         check_output_path(checkpoint_path, "file")  # before any work: not a folder, not under a file, writable
     bare = bare.to(device)

@@ -53,6 +53,16 @@ def find_checkpoint(directory, task: Task | str, method: str, train_domains: Seq
     return seeded
 
 
+def holds_run(path: Path, run) -> bool:
+    """Whether the checkpoint at ``path`` holds ``run`` (a PreparedRun): readable, with an equal record."""
+    from emclip.engine import read_record, record_differences
+
+    try:
+        return not record_differences(read_record(path)[0], run.record())
+    except CheckpointError:
+        return False
+
+
 def adopt_checkpoint(run, target: Path, sources: Sequence, say=print) -> Path | None:
     """Copy into ``target`` a checkpoint of the same run found in one of ``sources`` (folders).
 
@@ -87,7 +97,8 @@ def run_protocol(task: Task | str, protocol: str, models: Sequence[str], seeds: 
                  profile=None, source: str = "synthetic", root=None, out_dir=None,
                  target_domains: Sequence[str] | None = None, progress: bool = True,
                  splits: Sequence[str] | None = None, checkpoint_dir=None, device="auto",
-                 reuse_from: Sequence | None = None, overwrite: bool = False) -> pd.DataFrame:
+                 reuse_from: Sequence | None = None, overwrite: bool = False,
+                 other_run: str = "error") -> pd.DataFrame:
     """Train (or reuse) every (split, method, seed) of a protocol and evaluate it on every domain.
 
     Args:
@@ -105,7 +116,8 @@ def run_protocol(task: Task | str, protocol: str, models: Sequence[str], seeds: 
         checkpoint_dir: where checkpoints are looked for and written (default ``out_dir/checkpoints``).
             A checkpoint there is reused only when its run record equals the requested run
             (:func:`emclip.engine.load_or_train`); one of another run raises
-            :class:`~emclip.errors.RunMismatchError` unless ``overwrite=True``.
+            :class:`~emclip.errors.RunMismatchError` unless ``overwrite=True``, or is renamed to
+            ``<name>.other-run-<n>.pt`` with ``other_run="keep"`` (:func:`emclip.engine.train`).
         reuse_from: further folders (e.g. ``emclip.runlog.results_dir("checkpoints")``, where
             notebook 05 saves) whose checkpoint of the same run, if any, is copied into
             ``checkpoint_dir`` instead of training (:func:`adopt_checkpoint`).
@@ -154,9 +166,14 @@ def run_protocol(task: Task | str, protocol: str, models: Sequence[str], seeds: 
         if ckpt_dir is not None:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             ckpt = find_checkpoint(ckpt_dir, task, method, split.train_domains, prof, seed)
+            if ckpt.is_file() and other_run == "keep" and not overwrite and not holds_run(ckpt, run):
+                from emclip.engine import set_aside
+
+                print(f"{ckpt.name} held another run; kept it as {set_aside(ckpt).name}")
             if not ckpt.is_file() and reuse_from:
                 adopt_checkpoint(run, ckpt, reuse_from, say)
-        model = run.train(ckpt, resume=True, overwrite=overwrite, progress=False, device=device).model
+        model = run.train(ckpt, resume=True, overwrite=overwrite, progress=False, device=device,
+                          other_run=other_run).model
         keys = {"task": task.name, "protocol": protocol, "split": split.name,
                 "source_domains": "+".join(split.train_domains), "method": method, "seed": seed}
         table, per_image, per_volume = score_domains(model, task, test_sets, keys, split.train_domains,

@@ -12,6 +12,7 @@ The table is small and declarative on purpose (no schema library): one :class:`S
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -267,6 +268,30 @@ def _cross_checks(config: dict) -> None:
     if config["text"]["tie_centres"] and not config["em"]["enabled"]:
         raise ConfigError("model config text.tie_centres = true needs em.enabled = true (the centres come from EM); "
                           "set one of them to false.")
+
+
+#: keys added to a schema after checkpoints without them were written, with the value that gives
+#: the behaviour of those checkpoints (not the current default): ``upgrade_config`` fills them in.
+ADDED_KEYS = {
+    "emclip": {("decoder", "stem_input"): "centre"},  # before the option, the stem read image - 0.5
+}
+
+
+def upgrade_config(config: dict) -> dict:
+    """A copy of an older complete ``config`` with every key added since set as the older code behaved.
+
+    A checkpoint's run record keeps the model config it was trained with; keys that did not exist
+    then are filled from :data:`ADDED_KEYS`, so old checkpoints still load (and a resume of one
+    with today's defaults is still refused: the filled value is the old behaviour).
+    """
+    out = copy.deepcopy(config)
+    for path, value in ADDED_KEYS.get(config.get("arch"), {}).items():
+        section = out
+        for key in path[:-1]:
+            section = section.setdefault(key, {}) if isinstance(section, dict) else section
+        if isinstance(section, dict) and path[-1] not in section:
+            section[path[-1]] = value
+    return out
 
 
 def validate_config(config: dict) -> dict:
