@@ -6,7 +6,7 @@ on the same architecture at random initialisation (``"random"``), and scored on 
 every domain. Prints, per task and stem input, the unseen-domain Dice of both and the paired
 difference per seed; writes every run to ``--out`` (JSON, resumable: finished runs are kept).
 
-    python benchmarks/bench_pretrained_vs_random.py --seeds 0 1 2 3 4 --stem-input centre standardise
+    python benchmarks/bench_pretrained_vs_random.py --seeds 0 1 2 3 4 --stem-input centre standardise local
 
 About 40 s per run on one core of the kit's 2-core machine (cpu profile: 200 steps at 96 px).
 """
@@ -17,10 +17,8 @@ import argparse
 from functools import partial
 from pathlib import Path
 
-import torch
-from paired_runs import RunStore, measure, model_config, paired_row
+from paired_runs import measure, model_config, paired_row, start
 
-from emclip.runtime import get_profile
 from emclip.tasks import get_task
 
 WEIGHTS = ("random", "synth-v1")
@@ -34,13 +32,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["fundus", "cardiac"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--stem-input", nargs="+", default=["centre", "standardise"], dest="stems")
+    parser.add_argument("--stem-input", nargs="+", default=["centre", "standardise", "local"], dest="stems")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("results/pretrained_vs_random.json"))
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    profile = get_profile("cpu")
-    store = RunStore(args.out)
+    profile, store = start(args.threads, args.out)
     rows = ["| task, stem input | random | synth-v1 | synth-v1 in-domain | synth-v1 - random per seed | mean difference |",
             "|---|---|---|---|---|---|"]
     for task_name in args.tasks:

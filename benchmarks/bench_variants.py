@@ -34,10 +34,9 @@ import json
 from functools import partial
 from pathlib import Path
 
-import torch
-from paired_runs import RunStore, measure, model_config, paired_row
+from paired_runs import RunStore, measure, model_config, paired_row, start
 
-from emclip.runtime import get_profile
+from emclip.models.factory import merge
 from emclip.tasks import get_task
 
 NARROW = {"mode": "both", "gamma": [0.9, 1.1], "contrast": [0.95, 1.05], "brightness": 0.03, "channel_gain": 0.02}
@@ -59,12 +58,6 @@ GROUPS = {
         "augment=style": {"augment": "style"},
     },
 }
-
-
-def merge(base: dict, overrides: dict) -> dict:
-    """``overrides`` on top of ``base``, section by section."""
-    return {k: {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-            for k, v in {**base, **overrides}.items()}
 
 
 def seed_runs(store: RunStore, task_name: str, name: str, overrides: dict, base: dict, seeds, profile) -> list[dict]:
@@ -93,9 +86,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; the {args.group} group has: {', '.join(variants)}")
     chosen = {name: variants[name] for name in (args.variants or variants)}
-    torch.set_num_threads(args.threads)
-    profile = get_profile("cpu")
-    store = RunStore(args.out)
+    profile, store = start(args.threads, args.out)
     rows = ["| variant | task | default | variant | variant in-domain | variant - default per seed | mean difference |",
             "|---|---|---|---|---|---|---|"]
     for task_name in args.tasks:

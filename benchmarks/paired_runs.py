@@ -45,6 +45,16 @@ def measure(task_name: str, seed: int, profile, augment=None, **overrides) -> di
             "model_config": json.loads(json.dumps(result.model.config))}
 
 
+def start(threads: int, out: Path):
+    """Set the torch thread count; the ``cpu`` profile and the :class:`RunStore` at ``out``."""
+    import torch
+
+    from emclip.runtime import get_profile
+
+    torch.set_num_threads(threads)
+    return get_profile("cpu"), RunStore(out)
+
+
 class RunStore:
     """A JSON file of finished runs, written atomically after each new one."""
 
