@@ -130,6 +130,24 @@ def gather(out: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def paired_control(df: pd.DataFrame, method: str = "emclip", control: str = "emclip-random") -> pd.DataFrame:
+    """Unseen-domain Dice (regions and unseen domains averaged) of ``method`` minus ``control``, paired
+    by split and seed: one row per split (mean difference, pairs where ``method`` is higher), and ``all``."""
+    unseen = (df[~df.in_domain & df.method.isin([method, control])]
+              .groupby(["split", "seed", "method"]).dice.mean().unstack("method").dropna())
+    if unseen.empty or method not in unseen or control not in unseen:
+        return pd.DataFrame()
+    diff = unseen[method] - unseen[control]
+
+    def row(d: pd.Series) -> dict:
+        return {method: unseen.loc[d.index, method].mean(), control: unseen.loc[d.index, control].mean(),
+                "mean difference": d.mean(), "pairs higher": f"{int((d > 0).sum())} of {len(d)}"}
+
+    rows = {split: row(d) for split, d in diff.groupby(level="split")}
+    rows["all"] = row(diff)
+    return pd.DataFrame(rows).T.rename_axis("split")
+
+
 def tables(frame: pd.DataFrame) -> str:
     """Markdown sections: per task and protocol, the method comparison and the per-domain table."""
     sections = []
@@ -143,6 +161,10 @@ def tables(frame: pd.DataFrame) -> str:
             f"{reports.to_markdown(reports.summary_table(df, 'dice', per_region=False), index_name='method')}\n\n"
             "### HD95 (pixels) on unseen domains\n\n"
             f"{reports.to_markdown(reports.summary_table(df, 'hd95', per_region=False), index_name='method')}")
+        paired = paired_control(df)
+        if not paired.empty:
+            sections[-1] += ("\n\n### EM-CLIP (pretrained) minus EM-CLIP (random encoder), paired by split and seed\n\n"
+                             + reports.to_markdown(paired.round(3), index_name="split"))
     return "\n\n".join(sections)
 
 
