@@ -57,3 +57,23 @@ def test_readme_design_option_table_is_the_measurement():
     expected = [" ".join(variant_summary(path, task, CENTRE + v) for task in ("fundus", "cardiac"))
                 for v in METHOD_OPTIONS]
     assert table_triples((ROOT / "README.md").read_text(), "| option (alone) |") == expected
+
+
+@pytest.mark.parametrize("task", ["fundus", "cardiac"])
+@pytest.mark.parametrize("protocol", ["single-source", "leave-one-out"])
+def test_readme_grid_table_is_the_measurement(task, protocol, monkeypatch):
+    """The README's 'on every split' table: EM-CLIP minus its random-encoder control over the whole grid."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_cross_domain as bench
+
+    frame = bench.gather(ROOT / "results" / "cross_domain_cpu")
+    paired = bench.paired_control(frame[(frame.task == task) & (frame.protocol == protocol)])
+    total = paired.loc["all"]
+    row = (f"| {task} | {protocol} | {total['emclip']:.3f} | {total['emclip-random']:.3f} | "
+           f"{total['mean difference']:+.3f} | {total['pairs higher']} |").replace("-0.", "−0.")
+    readme = (ROOT / "README.md").read_text()
+    assert row in readme, row
+    line = next(line for line in readme.splitlines() if line.startswith(row))
+    for split, diff in paired["mean difference"].drop("all").items():
+        label = split.replace("->", "→") if protocol == "single-source" else "→" + split.split("->")[1]
+        assert f"{label} {diff:+.3f}".replace("-0.", "−0.") in line, (label, diff)
