@@ -30,8 +30,8 @@ Every finished run writes its own result file (``<out>/runs/<task>/<protocol>/<s
 atomically) before the next starts, and a running one checkpoints under ``<out>/partial/``, so an
 interrupted benchmark resumes where it stopped. A result file records the method's complete model
 config; a run whose config (or profile) has changed since, e.g. a new default, is run again. After
-each run the tables are rewritten: ``<out>/results.csv`` (tidy: one row per run, target domain and region), ``<out>/README.md``
-(mean ± std over seeds of the Dice on unseen domains, per region and per target domain, for each
+each run the tables are rewritten: ``<out>/results.csv`` (tidy: one row per run, target domain and
+region), ``<out>/README.md`` (mean ± std over seeds of the Dice on unseen domains, per region and per target domain, for each
 task and protocol). Design choices, not from the paper: the grid, the seeds, the profile.
 """
 
@@ -103,9 +103,9 @@ def run_one(task, split, method: str, seed: int, prof, out: Path) -> list[dict]:
 
 def method_config(method: str, prof) -> dict:
     """The complete model config a method runs with here (JSON round-tripped, as stored in run files)."""
-    from emclip.models import get_model_config
+    from paired_runs import model_config
 
-    return json.loads(json.dumps(get_model_config(method, profile=prof, **model_overrides(method))))
+    return model_config(prof, method, **model_overrides(method))
 
 
 def is_current(path: Path, method: str, prof) -> bool:

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
             rows.append(paired_row(name, default, variant, extra=f" {task_name} |"))
     print(f"\nUnseen-domain Dice of EM-CLIP (cpu profile, trained on the first domain), mean ± std over seeds "
           f"{', '.join(map(str, args.seeds))}{'; both with ' + json.dumps(args.base) if args.base else ''}:\n")
-    print("\n".join(r for r in rows if r))
+    print("\n".join(rows))
     return 0
 
 

@@ -14,18 +14,22 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
+
 from emclip.engine import train_from_profile
 from emclip.evaluation import evaluate_model
 from emclip.evaluation.scoring import domain_test_set
 from emclip.fileio import atomic_write_text
 from emclip.models import get_model_config
+from emclip.runtime import get_profile
 from emclip.tasks import get_task
 
 
-def model_config(profile, **overrides) -> dict:
-    """The complete EM-CLIP config that ``overrides`` give in ``profile`` (JSON round-tripped)."""
+def model_config(profile, method: str = "emclip", **overrides) -> dict:
+    """The complete config of ``method`` that ``overrides`` give in ``profile``, JSON round-tripped
+    as run files store it (``augment``, a training argument, is not part of it)."""
     overrides = {k: v for k, v in overrides.items() if k != "augment"}
-    return json.loads(json.dumps(get_model_config("emclip", profile=profile, **overrides)))
+    return json.loads(json.dumps(get_model_config(method, profile=profile, **overrides)))
 
 
 def measure(task_name: str, seed: int, profile, augment=None, **overrides) -> dict:
@@ -47,10 +51,6 @@ def measure(task_name: str, seed: int, profile, augment=None, **overrides) -> di
 
 def start(threads: int, out: Path):
     """Set the torch thread count; the ``cpu`` profile and the :class:`RunStore` at ``out``."""
-    import torch
-
-    from emclip.runtime import get_profile
-
     torch.set_num_threads(threads)
     return get_profile("cpu"), RunStore(out)
 
@@ -77,14 +77,11 @@ def _spread(values: list[float]) -> str:
     return f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
 
 
-def paired_row(label: str, control: list[dict | None], treated: list[dict | None], extra: str = "") -> str | None:
+def paired_row(label: str, control: list[dict], treated: list[dict], extra: str = "") -> str:
     """A markdown row: control and treated unseen Dice (mean ± std), in-domain Dice, paired differences."""
-    pairs = [(a, b) for a, b in zip(control, treated) if a and b]
-    if not pairs:
-        return None
-    base, new = [a["unseen"] for a, _ in pairs], [b["unseen"] for _, b in pairs]
+    base, new = [a["unseen"] for a in control], [b["unseen"] for b in treated]
     diffs = [b - a for a, b in zip(base, new)]
-    source = [b["source"] if "source" in b else b["per_domain"][next(iter(b["per_domain"]))] for _, b in pairs]
+    source = [b["source"] for b in treated]
     return (f"| {label} |{extra} {statistics.mean(base):.3f}{_spread(base)} | {statistics.mean(new):.3f}{_spread(new)} "
             f"| {statistics.mean(source):.3f} | {', '.join(f'{d:+.3f}' for d in diffs)} | "
             f"{statistics.mean(diffs):+.3f} ({sum(d > 0 for d in diffs)} of {len(diffs)} seeds higher) |")

@@ -72,7 +72,7 @@ def config_tag(overrides: dict) -> str | None:
     """
     parts = []
     for section, changes in overrides.items():
-        for key, value in (changes.items() if isinstance(changes, dict) else [("", changes)]):
+        for key, value in changes.items():
             if isinstance(value, (dict, list, tuple)):
                 value = hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
             parts.append(f"{section}_{key}{value}")

@@ -38,7 +38,7 @@ from emclip.engine.checkpoint import load_checkpoint, read_checkpoint, save_chec
 from emclip.engine.precision import select_precision
 from emclip.engine.predict import mean_region_dice, region_dice
 from emclip.engine.record import TrainSettings, check_same_run, make_record
-from emclip.errors import CheckpointError, RunMismatchError
+from emclip.errors import CheckpointError
 from emclip.fileio import check_output_path
 from emclip.losses import get_loss
 from emclip.runtime import get_device, seed_everything
@@ -175,7 +175,7 @@ def _existing_checkpoint(path: Path | None, record: dict, resume: bool, overwrit
         if resume:
             check_same_run(ckpt["record"], record, path, "resume")
             return ckpt
-    except (CheckpointError, RunMismatchError) as err:
+    except CheckpointError as err:  # RunMismatchError too (a subclass)
         if other_run != "keep" or not resume:
             raise
         kept = set_aside(path)

@@ -53,12 +53,18 @@ def find_checkpoint(directory, task: Task | str, method: str, train_domains: Seq
     return seeded
 
 
-def holds_run(path: Path, run) -> bool:
-    """Whether the checkpoint at ``path`` holds ``run`` (a PreparedRun): readable, with an equal record."""
+def run_differences(path: Path, requested: dict) -> list[str]:
+    """How the run of the checkpoint at ``path`` differs from the ``requested`` record (CheckpointError
+    for an unreadable file)."""
     from emclip.engine import read_record, record_differences
 
+    return record_differences(read_record(path)[0], requested)
+
+
+def holds_run(path: Path, run) -> bool:
+    """Whether the checkpoint at ``path`` holds ``run`` (a PreparedRun): readable, with an equal record."""
     try:
-        return not record_differences(read_record(path)[0], run.record())
+        return not run_differences(path, run.record())
     except CheckpointError:
         return False
 
@@ -70,8 +76,6 @@ def adopt_checkpoint(run, target: Path, sources: Sequence, say=print) -> Path | 
     :func:`find_checkpoint`) is copied only when its record equals ``run.record()``; ``say``
     reports why another one was not. Returns the adopted source path, or ``None``.
     """
-    from emclip.engine import read_record, record_differences
-
     requested = run.record()
     domains = requested["data"]["train_domains"]
     for folder in sources:
@@ -80,7 +84,7 @@ def adopt_checkpoint(run, target: Path, sources: Sequence, say=print) -> Path | 
         if not candidate.is_file() or candidate.resolve() == Path(target).resolve():
             continue
         try:
-            diffs = record_differences(read_record(candidate)[0], requested)
+            diffs = run_differences(candidate, requested)
         except CheckpointError as err:
             say(f"not reusing {candidate}: {err}")
             continue

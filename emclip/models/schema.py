@@ -272,7 +272,7 @@ def _cross_checks(config: dict) -> None:
 
 #: keys added to a schema after checkpoints without them were written, with the value that gives
 #: the behaviour of those checkpoints (not the current default): ``upgrade_config`` fills them in.
-ADDED_KEYS = {
+ADDED_KEYS = {  # arch -> {(section, key): value}
     "emclip": {("decoder", "stem_input"): "centre"},  # before the option, the stem read image - 0.5
 }
 
@@ -285,12 +285,8 @@ def upgrade_config(config: dict) -> dict:
     with today's defaults is still refused: the filled value is the old behaviour).
     """
     out = copy.deepcopy(config)
-    for path, value in ADDED_KEYS.get(config.get("arch"), {}).items():
-        section = out
-        for key in path[:-1]:
-            section = section.setdefault(key, {}) if isinstance(section, dict) else section
-        if isinstance(section, dict) and path[-1] not in section:
-            section[path[-1]] = value
+    for (section, key), value in ADDED_KEYS.get(config.get("arch"), {}).items():
+        out.setdefault(section, {}).setdefault(key, value)
     return out
 
 
