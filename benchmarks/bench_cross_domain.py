@@ -9,7 +9,7 @@ from every domain and the leave-one-domain-out protocol (train on three, test on
 seeds 0, 1, 2; the ``cpu`` run profile; the methods of :data:`METHODS`:
 
 ========================  ==============================================================
-``emclip``                EM-CLIP with the kit's pretrained encoder (``synth-v1``)
+``emclip``                EM-CLIP with the kit's pretrained encoder (``synth-v2``)
 ``emclip-random``         EM-CLIP with the same encoder randomly initialised (the control)
 ``emclip-no-em``          without EM aggregation (pretrained encoder)
 ``emclip-no-text``        without text guidance (learned class queries; pretrained encoder)
@@ -55,7 +55,7 @@ from emclip.data import get_protocol
 from emclip.fileio import atomic_write, atomic_write_json, atomic_write_text
 from emclip.tasks import get_task
 
-PRETRAINED = "synth-v1"
+PRETRAINED = "synth-v2"
 #: factory model -> the CLIP weights it runs with here (None: the config's own, or no CLIP)
 METHODS = {
     "emclip": PRETRAINED,

@@ -28,7 +28,7 @@ from emclip.clip.weights import shipped_entry
 
 
 def recipe() -> PretrainConfig:
-    entry = shipped_entry("emclip-tiny", "synth-v1")
+    entry = shipped_entry("emclip-tiny", "synth-v2")
     return PretrainConfig(**entry["config"]) if entry else PretrainConfig()
 
 
@@ -49,7 +49,7 @@ def speed(config: PretrainConfig, steps: int, device: str) -> dict:
 
 def evaluate(weights: str | None, pairs: int, per_domain: int) -> dict:
     bundles = {"random": load_clip("emclip-tiny", "random"),
-               "pretrained": load_clip("emclip-tiny", weights) if weights else load_clip("emclip-tiny", "synth-v1")}
+               "pretrained": load_clip("emclip-tiny", weights) if weights else load_clip("emclip-tiny", "synth-v2")}
     config = dataclasses.replace(recipe(), eval_pairs=pairs)
     images, captions = eval_pairs(config)
     out = {"retrieval": {}, "zero_shot": {}}
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps for --speed")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--evaluate", action="store_true")
-    parser.add_argument("--weights", default=None, help="a weights file (default: the shipped synth-v1)")
+    parser.add_argument("--weights", default=None, help="a weights file (default: the shipped synth-v2)")
     parser.add_argument("--pairs", type=int, default=512, help="held-out pairs for retrieval")
     parser.add_argument("--per-domain", type=int, default=32, help="benchmark test images per domain")
     parser.add_argument("--threads", type=int, default=None)

@@ -17,7 +17,7 @@ Groups:
 - ``method``: the EM and text-guidance options of the method-fidelity work (EMANet-exact EM with
   no gradient through the iterations, l2-normalised EM input, centres tied to the text, linear or
   frozen text projection, a background prompt);
-- ``encoder``: the shipped pretrained CLIP weights (the default, ``synth-v1``) against the same
+- ``encoder``: the shipped pretrained CLIP weights (the default, ``synth-v2``) against the same
   network randomly initialised (as in ``bench_pretrained_vs_random.py``, here with ``--base``);
 - ``augment``: the training augmentation's appearance ranges. The default gamma (0.7..1.4) and
   contrast (0.8..1.25) ranges overlap the benchmark's target styles (gamma 0.65..1.4, contrast

@@ -177,9 +177,10 @@ print(
 # by default `"both"`, a geometric change plus an appearance jitter of gain, contrast (0.8-1.25), brightness
 # and gamma (0.7-1.4). Those ranges overlap the benchmark's target styles (gamma 0.65-1.4, contrast 0.65-1.35,
 # `emclip.data.styles`), so the augmentation already imitates part of the domain shift. How much? The kit
-# measured it: EM-CLIP (`synth-v1`), `cpu` profile, trained on fundus domain1 or cardiac vendor A, Dice on the
-# three unseen domains (mean ± std over seeds 0-2), in-domain Dice in brackets. These runs used the decoder's
-# stem on the centred image (`decoder.stem_input="centre"`), the default before the kit switched to `"local"`
+# measured it: EM-CLIP with the earlier `synth-v1` weights, `cpu` profile, trained on fundus domain1 or
+# cardiac vendor A, Dice on the three unseen domains (mean ± std over seeds 0-2), in-domain Dice in
+# brackets. These runs used the decoder's stem on the centred image (`decoder.stem_input="centre"`), the
+# default before the kit switched to `"local"`
 # (local contrast normalisation, which removes much of a style change before the stem sees it), so they show
 # the augmentation with nothing else standing between the scanner's appearance and the decoder
 # (`python benchmarks/bench_variants.py --group augment --tasks fundus cardiac --seeds 0 1 2 --base
@@ -320,12 +321,12 @@ runlog.record(
 # ## What this run shows, and what it does not
 #
 # - The CLIP weights are the ones printed when the model was built: by default `emclip-tiny` with the kit's own
-#   pretrained weights `synth-v1` (notebook 02), a miniature model pretrained on synthetic image-caption pairs,
+#   pretrained weights `synth-v2` (notebook 02), a miniature model pretrained on synthetic image-caption pairs,
 #   not a real CLIP. `emclip-random` is the same network randomly initialised (the control); its class text
 #   embeddings are random vectors, and close ones: notebook 03 measures their mean cosine similarity, which is
 #   high, so they are not distinct anchors, and the decoder learns from the masks alone.
 # - The kit has not measured what real pretrained CLIP weights change here (speed of convergence, the effect of
-#   text guidance); notebook 02 shows what `synth-v1` measured against the random control across domains, and
+#   text guidance); notebook 02 shows what `synth-v2` measured against the random control across domains, and
 #   notebook 06 measures the effect of each component across domains with the weights the kit has.
 # - The Dice above is this run's, on synthetic source-domain images; the kit has not measured in-domain Dice
 #   on the real Fundus-DG or M&Ms sets.

@@ -113,8 +113,8 @@ def test_auto_falls_back_to_tiny_loudly(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="CLIP FALL-BACK"):
         bundle = load_clip("ViT-B-16", "auto", cache_dir=tmp_path)
     # the fall-back is the tiny model with the kit's own shipped weights, not random init
-    assert bundle.name == TINY_MODEL and bundle.pretrained == "synth-v1" and not bundle.is_random
-    assert bundle.note.startswith("FALL-BACK") and "synth-v1" in bundle.note
+    assert bundle.name == TINY_MODEL and bundle.pretrained == "synth-v2" and not bundle.is_random
+    assert bundle.note.startswith("FALL-BACK") and "synth-v2" in bundle.note
 
 
 def test_auto_uses_real_weights_when_available(tmp_path, monkeypatch):

@@ -115,3 +115,21 @@ def test_other_words():
     assert [words.size_word(v, 1, 2) for v in (0.5, 1.5, 3)] == ["small", "medium-sized", "large"]
     assert (words.plural("box", 2), words.plural("cell", 3), words.plural("circle", 1)) == ("boxes", "cells", "circle")
     assert words.join_words(["a", "b", "c"]) == "a, b and c" and words.count_word(12) == "many"
+
+
+@pytest.mark.parametrize("cy, cx", [(-0.8, -0.8), (0.0, 0.0), (0.7, 0.1), (0.1, -0.9), (-0.5, 0.6)])
+def test_caption_position_reads_back_what_position_phrase_wrote(cy, cx):
+    """The dense "where" term reads the place from the caption's words: the band it parses must
+    contain the point the phrase was written for, on a grid of any size."""
+    bands = words.caption_position(f"a small optic disc {words.position_phrase(cy, cx)} of a fundus photo.")
+    assert bands is not None
+    for side in (8, 12):
+        mask = words.band_mask(bands, side, side)
+        row, col = int((cy + 1) / 2 * side), int((cx + 1) / 2 * side)
+        assert mask[min(row, side - 1), min(col, side - 1)] and 0 < mask.sum() < side * side
+
+
+def test_caption_position_is_none_when_the_words_name_no_single_place():
+    assert words.caption_position("a fundus photograph of the optic disc; cup-to-disc ratio about 0.5.") is None
+    assert words.caption_position("a circle in the upper left and a square on the right.") is None
+    assert words.caption_position("the RV, a bright crescent to the left of the LV.") is None  # a relation, no place

@@ -175,3 +175,24 @@ def test_cli_run_killed_mid_run_resumes_to_identical_weights(tmp_path):
     assert full.keys() == resumed.keys()
     for key in full:
         assert torch.equal(full[key], resumed[key]), key
+
+
+def test_where_term_rewards_the_place_the_caption_names():
+    """Patches that resemble the caption only where its words say the thing is: lower loss than
+    the same patches in the opposite corner; a caption without a place falls back to mean pooling."""
+    from emclip.clip.pretrain.dense_loss import caption_regions, mean_pool_loss, where_loss
+
+    g = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    captions = ["a disc in the upper left.", "a heart on the right.", "a ring in the centre.", "a square at the bottom."]
+    regions = caption_regions(captions, 6, 6)
+    noise = 0.1 * torch.randn(4, 36, 8, generator=g)
+    named = noise + 3 * regions[:, :, None] * text[:, None, :]  # image i shows caption i where caption i says
+    elsewhere = noise + 3 * regions.flip(1)[:, :, None] * text[:, None, :]  # ... in the point-mirrored place
+    scale = torch.tensor(10.0)
+    assert where_loss(named, text, scale, regions) + 1.0 < where_loss(elsewhere, text, scale, regions)
+    unplaced = caption_regions(["a fundus photograph."] * 4, 6, 6)
+    assert unplaced.sum() == 0
+    torch.testing.assert_close(where_loss(named, text, scale, unplaced), mean_pool_loss(named, text, scale))
+    with pytest.raises(ValueError, match="regions"):
+        where_loss(named, text, scale, regions[:, :30])

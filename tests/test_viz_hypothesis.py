@@ -69,5 +69,5 @@ def test_bad_prediction_and_missing_reference_are_explained():
 def test_the_encoder_is_named_with_its_weights():
     assert "randomly initialised" in describe_encoder({"clip": {"model": "emclip-tiny", "pretrained": None}})
     assert "randomly initialised" in describe_encoder({"clip": {"model": "emclip-tiny", "pretrained": "random"}})
-    text = describe_encoder({"clip": {"model": "emclip-tiny", "pretrained": "synth-v1"}})
-    assert "`emclip-tiny`" in text and "pretrained weights `synth-v1`" in text
+    text = describe_encoder({"clip": {"model": "emclip-tiny", "pretrained": "synth-v2"}})
+    assert "`emclip-tiny`" in text and "pretrained weights `synth-v2`" in text

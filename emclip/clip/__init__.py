@@ -1,7 +1,7 @@
 """CLIP for emclip: loading (open_clip), dense visual features, text embeddings, a feature cache.
 
     >>> from emclip.clip import load_clip, CLIPDenseEncoder, class_text_embeddings
-    >>> bundle = load_clip()                        # offline default: emclip-tiny, the kit's "synth-v1" weights
+    >>> bundle = load_clip()                        # offline default: emclip-tiny, the kit's "synth-v2" weights
     >>> control = load_clip("emclip-tiny", "random")  # the same model at random initialisation
     >>> encoder = CLIPDenseEncoder(bundle)          # frozen, taps 3 blocks
     >>> text = class_text_embeddings(bundle, "fundus")   # (2, embed_dim)

@@ -2,7 +2,7 @@
 
 Accepted ``(name, pretrained)`` pairs (``emclip.clip.list_clip_models()`` lists them):
 
-- ``("emclip-tiny", "synth-v1")``: the kit's own pretrained weights, shipped in the package
+- ``("emclip-tiny", "synth-v2")``: the kit's own pretrained weights, shipped in the package
   (``emclip/clip/weights/``, safetensors, sha256-checked before loading; the model card beside
   them says what they were trained on and what they never saw). **The offline default**:
   ``load_clip()`` loads them. ``list_shipped_weights()`` lists the shipped tags.
@@ -295,7 +295,7 @@ def load_clip(
     Args:
         name: open_clip model name, ``hf-hub:org/repo`` or one of the tiny models.
         pretrained: ``"default"`` (the shipped weights of a tiny model, random init for any other),
-            a tag (``"synth-v1"``, ``"openai"``, ...), the path of a weights file, ``"random"`` or
+            a tag (``"synth-v2"``, ``"openai"``, ...), the path of a weights file, ``"random"`` or
             ``None`` (random init), or ``"auto"``.
         device: where the model goes (``"auto"`` allowed).
         cache_dir: download/cache folder for weights (open_clip's default when ``None``).

@@ -2,7 +2,7 @@
 
 ``config["clip"] = {"model": open_clip name, "pretrained": tag / weights file / null, "seed": int}``:
 ``null`` and ``"random"`` both mean random initialisation (the control); a tag such as
-``"synth-v1"`` or ``"openai"`` loads those weights, and fails fast offline if they are not there
+``"synth-v2"`` or ``"openai"`` loads those weights, and fails fast offline if they are not there
 (:func:`emclip.clip.load_clip`). Nothing falls back to another architecture.
 
 open_clip is imported only here, when a CLIP-based model is built, so ``import emclip.models``

@@ -10,6 +10,11 @@
   :meth:`emclip.clip.CLIPDenseEncoder.dense_embeddings`) with each class's prompt-ensembled text
   embedding, mean inside the region minus mean outside (:func:`emclip.clip.analysis.region_contrast`).
   Above 0: the class prompt lights up its own region, with no training on the task.
+  ``against_background=True`` scores the *margin* over the background prompt instead (similarity
+  to the class minus similarity to the background, per patch): the comparison a zero-shot
+  segmenter makes when it labels a pixel by its most similar prompt (MaskCLIP, Zhou et al., ECCV
+  2022). A model can fail the first and pass the second: when every prompt is closer to the
+  surroundings than to the structure, yet the class prompt less so than the background one.
 
 Neither caches anything per model, so both can run while the model trains.
 """
@@ -84,23 +89,28 @@ def retrieval_accuracy(model, tokenizer, images: torch.Tensor, captions: list[st
 
 
 @torch.no_grad()
-def class_embeddings(model, tokenizer, task) -> torch.Tensor:
-    """Prompt-ensembled class text embeddings (task.num_outputs, D), without the text cache."""
+def class_embeddings(model, tokenizer, task, prompts: list[list[str]] | None = None) -> torch.Tensor:
+    """Prompt-ensembled class text embeddings (K, D), without the text cache: one row per prompt
+    list of ``prompts`` (default ``task.prompts()``, the task.num_outputs logit channels)."""
     task = get_task(task)
     bundle = SimpleNamespace(model=model, tokenizer=tokenizer)  # all encode_prompts reads
-    return ensemble([encode_prompts(bundle, prompts, device="cpu") for prompts in task.prompts()])
+    return ensemble([encode_prompts(bundle, p, device="cpu") for p in (prompts or task.prompts())])
 
 
 @torch.no_grad()
-def zero_shot_contrast(model, tokenizer, task, images: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+def zero_shot_contrast(model, tokenizer, task, images: torch.Tensor, masks: torch.Tensor,
+                       against_background: bool = False) -> dict[str, float]:
     """Mean inside-minus-outside similarity per logit channel of ``task`` (see the module docstring).
 
     Args:
         images: (B, 3, H, W) in [0, 1], sides a multiple of the patch size.
         masks: (B, H, W) int64 label maps of ``task``.
+        against_background: score each region's similarity minus the background prompt's
+            (``task.guidance_prompts()``, background first) instead of the similarity itself.
 
     Returns:
-        ``{channel name: contrast}`` (multiclass tasks include ``background``).
+        ``{channel name: contrast}``: every logit channel (multiclass tasks include ``background``),
+        or with ``against_background`` every region.
     """
     from emclip.clip.dense import CLIPDenseEncoder
 
@@ -111,13 +121,20 @@ def zero_shot_contrast(model, tokenizer, task, images: torch.Tensor, masks: torc
         encoder = CLIPDenseEncoder(model, frozen=False).eval()
         device = next(model.parameters()).device
         dense = encoder.dense_embeddings(images.to(device))
-        similarity = pixel_text_similarity(dense, class_embeddings(model, tokenizer, task).to(device))
-        contrast = region_contrast(similarity.cpu(), channel_masks(task, masks))
+        if against_background:
+            text = class_embeddings(model, tokenizer, task, task.guidance_prompts())  # background first
+            similarity = pixel_text_similarity(dense, text.to(device))
+            names = task.region_names
+            contrast = region_contrast((similarity[:, 1:] - similarity[:, :1]).cpu(), task.region_masks(masks))
+        else:
+            similarity = pixel_text_similarity(dense, class_embeddings(model, tokenizer, task).to(device))
+            names = task.output_names
+            contrast = region_contrast(similarity.cpu(), channel_masks(task, masks))
     finally:
         for param, flag in zip(model.visual.parameters(), visual_grad):
             param.requires_grad_(flag)
         model.train(was_training)
-    return {name: float(value) for name, value in zip(task.output_names, contrast.tolist())}
+    return {name: float(value) for name, value in zip(names, contrast.tolist())}
 
 
 def benchmark_images(task, size: int, per_domain: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:

@@ -18,9 +18,11 @@ import torch
 
 from emclip.fileio import atomic_write, atomic_write_json, atomic_write_text
 
-TRACE_STEPS = 3
+TRACE_STEPS = 3  # the first steps whose losses the record keeps as the reproducibility trace
 #: how each dense term pools the patch embeddings into one image embedding per caption (model card)
-DENSE_WORDS = {"mean": "mean-pooled over the image", "pacl": "pooled by their similarity to each caption (PACL)"}  # the first steps whose losses the record keeps as the reproducibility trace
+DENSE_WORDS = {"mean": "mean-pooled over the image", "pacl": "pooled by their similarity to each caption (PACL)",
+               "where": "pooled over the part of the image the caption names (\"in the upper left\"), which must match "
+                        "the caption better than the rest of the same image"}
 
 
 def versions() -> dict[str, str]:
@@ -139,7 +141,7 @@ def model_card(record: dict, tag: str, evaluation: dict | None = None) -> str:
     if last:
         lines.append(f"- held-out retrieval top-1 ({cfg['eval_pairs']} pairs never trained on): image->text "
                      f"{last['i2t']:.3f}, text->image {last['t2i']:.3f}, chance {last['chance']:.3f}.")
-    terms = "ClipLoss + dense term, each" if cfg.get("dense_weight", 0) > 0 else "ClipLoss"
+    terms = "ClipLoss + dense term; ClipLoss is" if cfg.get("dense_weight", 0) > 0 else "ClipLoss"
     lines.append(f"- final training loss {record['history'][-1]['loss']:.3f} ({terms} ln(batch) = "
                  f"{math.log(cfg['batch_size']):.2f} at chance); first steps: "
                  f"{', '.join(f'{v:.4f}' for v in record['loss_trace'])} (re-run by `tests/test_pretrain_weights.py`).")

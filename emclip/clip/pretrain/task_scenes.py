@@ -62,8 +62,8 @@ def single_slice_params(rng: np.random.Generator, style: DomainStyle) -> dict:
     The corpus needs single slices, not the benchmark's stacks: heart size, phase, position along
     the long axis, wall, RV and body are drawn per scene from the benchmark's ranges. The draws
     keep the order of the kit's single-slice model from before cardiac stacks existed, so the
-    corpus that trained the shipped ``synth-v1`` weights (``FORMAT_VERSION`` 3) renders bit for
-    bit. Design choice, not from the paper.
+    corpus that trained the ``synth-v1`` and the shipped ``synth-v2`` weights (``FORMAT_VERSION``
+    3) renders bit for bit. Design choice, not from the paper.
     """
     position = rng.uniform(0.0, 1.0)  # 0 base .. 1 apex
     systole = rng.random() < 0.5

@@ -10,7 +10,8 @@ The recipe (:class:`PretrainConfig`; every value is a design choice, not from th
 * the loss: open_clip's own :class:`open_clip.loss.ClipLoss` (symmetric InfoNCE over the batch)
   with the model's learnable temperature ``logit_scale`` (clamped at ln 100 as in open_clip);
 * optionally (``dense_weight > 0``) a patch-level term that also learns from the captions alone,
-  added with that weight (``dense_loss``: ``"pacl"``, :func:`~emclip.clip.pretrain.dense_loss.pacl_loss`,
+  added with that weight (``dense_loss``: ``"where"``, the default, :func:`~emclip.clip.pretrain.dense_loss.where_loss`,
+  which reads the position words of each caption; ``"pacl"``, :func:`~emclip.clip.pretrain.dense_loss.pacl_loss`;
   or ``"mean"``, :func:`~emclip.clip.pretrain.dense_loss.mean_pool_loss`);
 * AdamW (no weight decay on gains, biases, embeddings and the temperature, as open_clip does),
   linear warm-up then cosine decay to zero.
@@ -44,14 +45,14 @@ from emclip.errors import CheckpointError, ConfigError
 from emclip.fileio import atomic_write
 
 EVAL_SEED_OFFSET = 1_000_003
-DENSE_LOSSES = ("pacl", "mean")  # the held-out pairs: another corpus seed and another style seed
+DENSE_LOSSES = ("pacl", "mean", "where")  # the held-out pairs: another corpus seed and another style seed
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
     """Everything that determines a pretraining run (recorded in its checkpoint and model card).
 
-    The defaults are the recipe of the shipped `synth-v1` weights (`emclip/clip/weights/registry.json`)."""
+    The defaults are the recipe of the shipped `synth-v2` weights (`emclip/clip/weights/registry.json`)."""
 
     model: str = "emclip-tiny"
     image_size: int = 64
@@ -63,7 +64,7 @@ class PretrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 100
     dense_weight: float = 1.0
-    dense_loss: str = "mean"
+    dense_loss: str = "where"
     seed: int = 0
     init_seed: int = 0
     eval_pairs: int = 512
@@ -166,19 +167,29 @@ def load_state(path) -> dict:
     return state
 
 
-def _loss(model, dense_encoder, loss_fn, images: torch.Tensor, tokens: torch.Tensor, config: PretrainConfig):
+def _loss(model, dense_encoder, loss_fn, images: torch.Tensor, tokens: torch.Tensor, config: PretrainConfig,
+          captions: list[str] | None = None):
     """ClipLoss on the global embeddings (+ ``dense_weight`` x the dense term on the patch embeddings)."""
     if dense_encoder is None:
         image_features, text_features, logit_scale = model(normalise_images(model, images), tokens)
         return loss_fn(image_features, text_features, logit_scale)
-    from emclip.clip.pretrain.dense_loss import joint_forward, mean_pool_loss, pacl_loss
+    from emclip.clip.pretrain.dense_loss import (
+        caption_regions,
+        joint_forward,
+        mean_pool_loss,
+        pacl_loss,
+        where_loss,
+    )
 
     image_global, dense = joint_forward(dense_encoder, images)
     text = F.normalize(model.encode_text(tokens), dim=-1)
     logit_scale = model.logit_scale.exp()
-    dense_term = pacl_loss if config.dense_loss == "pacl" else mean_pool_loss
-    return (loss_fn(F.normalize(image_global, dim=-1), text, logit_scale)
-            + config.dense_weight * dense_term(dense, text, logit_scale))
+    if config.dense_loss == "where":
+        side = images.shape[-1] // int(model.visual.patch_size[0])
+        dense_term = where_loss(dense, text, logit_scale, caption_regions(captions, side, side, dense.device))
+    else:
+        dense_term = (pacl_loss if config.dense_loss == "pacl" else mean_pool_loss)(dense, text, logit_scale)
+    return loss_fn(F.normalize(image_global, dim=-1), text, logit_scale) + config.dense_weight * dense_term
 
 
 def pretrain(config: PretrainConfig = PretrainConfig(), checkpoint_path=None, corpus_cache=None,
@@ -251,7 +262,7 @@ def pretrain(config: PretrainConfig = PretrainConfig(), checkpoint_path=None, co
         images, captions = data.batch(batch_indices(step, config), epoch=step // per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(step, config)
-        loss = _loss(model, dense_encoder, loss_fn, images.to(device), tokenizer(captions).to(device), config)
+        loss = _loss(model, dense_encoder, loss_fn, images.to(device), tokenizer(captions).to(device), config, captions)
         if not torch.isfinite(loss):
             bar.close()
             raise RuntimeError(f"Non-finite pretraining loss at step {step + 1}; lower lr (now {config.lr}). "

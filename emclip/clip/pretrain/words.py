@@ -38,6 +38,32 @@ def position_phrase(cy: float, cx: float, third: float = 0.3) -> str:
     return "in the centre"
 
 
+#: the phrases :func:`position_phrase` writes -> (vertical band, horizontal band): -1 top / left,
+#: 0 middle, 1 bottom / right
+POSITION_BANDS = {
+    "in the upper left": (-1, -1), "in the upper right": (-1, 1), "in the lower left": (1, -1),
+    "in the lower right": (1, 1), "at the top": (-1, 0), "at the bottom": (1, 0), "on the left": (0, -1),
+    "on the right": (0, 1), "in the centre": (0, 0),
+}
+
+
+def caption_position(caption: str) -> tuple[int, int] | None:
+    """The (vertical, horizontal) band a caption names with a :func:`position_phrase`, or None when
+    it names none or more than one (then the words do not say which thing sits where)."""
+    found = [bands for phrase, bands in POSITION_BANDS.items() for _ in range(caption.count(phrase))]
+    return found[0] if len(found) == 1 else None
+
+
+def band_mask(bands: tuple[int, int], h: int, w: int, third: float = 0.3) -> np.ndarray:
+    """(h, w) bool: the grid cells whose centres lie in the named bands, with :func:`position_phrase`'s
+    thresholds (normalised coordinates, ``third`` from the middle)."""
+    def band(n: int, which: int) -> np.ndarray:
+        centre = 2 * (np.arange(n) + 0.5) / n - 1
+        return centre < -third if which < 0 else centre > third if which > 0 else np.abs(centre) <= third
+
+    return band(h, bands[0])[:, None] & band(w, bands[1])[None, :]
+
+
 def relation_phrase(a: dict, b: dict) -> str:
     """Where region ``a`` lies relative to ``b`` (both with ``cy``, ``cx``): the dominant axis."""
     dy, dx = a["cy"] - b["cy"], a["cx"] - b["cx"]

@@ -31,7 +31,7 @@ def _shipped_registry() -> dict:
 
 
 def list_shipped_weights() -> list[tuple[str, str]]:
-    """The ``(name, tag)`` pairs whose weights ship inside the package (e.g. ``("emclip-tiny", "synth-v1")``)."""
+    """The ``(name, tag)`` pairs whose weights ship inside the package (e.g. ``("emclip-tiny", "synth-v2")``)."""
     return [(entry["model"], entry["tag"]) for entry in _shipped_registry().values()]
 
 
