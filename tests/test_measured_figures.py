@@ -77,3 +77,23 @@ def test_readme_grid_table_is_the_measurement(task, protocol, monkeypatch):
     for split, diff in paired["mean difference"].drop("all").items():
         label = split.replace("->", "→") if protocol == "single-source" else "→" + split.split("->")[1]
         assert f"{label} {diff:+.3f}".replace("-0.", "−0.") in line, (label, diff)
+
+
+def test_readme_seven_method_table_is_the_measurement(monkeypatch):
+    """The README's grid table of every method: unseen Dice averaged over regions, unseen domains and the
+    protocol's splits, mean ± std over seeds, from the committed runs of results/cross_domain_cpu."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_cross_domain as bench
+
+    frame = bench.gather(ROOT / "results" / "cross_domain_cpu")
+    per_seed = (frame[~frame.in_domain].groupby(["task", "protocol", "method", "seed", "split"]).dice.mean()
+                .groupby(["task", "protocol", "method", "seed"]).mean())
+    stats = per_seed.groupby(["task", "protocol", "method"]).agg(["mean", "std", "count"])
+    readme = (ROOT / "README.md").read_text()
+    for method in bench.METHODS:
+        cells = [f"{stats.loc[(t, p, method), 'mean']:.3f} ± {stats.loc[(t, p, method), 'std']:.3f}"
+                 for t in ("fundus", "cardiac") for p in ("single-source", "leave-one-out")]
+        assert all(stats.loc[(t, p, method), "count"] == 3 for t in ("fundus", "cardiac")
+                   for p in ("single-source", "leave-one-out"))
+        line = next(line for line in readme.splitlines() if line.startswith(f"| `{method}`"))
+        assert line.endswith(" | ".join(cells) + " |"), (method, line, cells)
