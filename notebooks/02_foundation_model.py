@@ -71,14 +71,14 @@ from open_clip.loss import ClipLoss
 
 import emclip
 from emclip import runlog
-from emclip.clip import CLIPDenseEncoder, load_clip, pixel_text_similarity
+from emclip.clip import load_clip
 from emclip.clip.pretrain.corpus import SCENE_MIX, LazyCorpus, StyledCorpus
 from emclip.clip.pretrain.evaluate import (
     benchmark_images,
-    class_embeddings,
     embed_pairs,
     retrieval_accuracy,
     zero_shot_contrast,
+    zero_shot_maps,
 )
 from emclip.clip.pretrain.train import PretrainConfig, eval_pairs, pretrain
 from emclip.clip.weights import WEIGHTS_DIR, shipped_entry, shipped_figures
@@ -295,15 +295,12 @@ for task_name, region in (("fundus", "disc"), ("cardiac", "LV")):
     task = get_task(task_name)
     images, masks, domains = examples[task_name]
     first = [domains.index(d) for d in task.domains]
-    channel = task.region_names.index(region) + 1  # the guidance prompts put background first
     maps = {}
     for name, b in (("random", random_init), ("pretrained", pretrained)):
-        with torch.no_grad():
-            dense = CLIPDenseEncoder(b).dense_embeddings(images[first].to(device))
-            text = class_embeddings(b.model, b.tokenizer, task, task.guidance_prompts()).to(device)
-            similarity = pixel_text_similarity(dense, text).cpu()
-        maps[f"{name}: '{region}'"] = similarity[:, channel]
-        maps[f"{name}: '{region}' - background"] = similarity[:, channel] - similarity[:, 0]
+        similarity, channels = zero_shot_maps(b.model, b.tokenizer, task, images[first])
+        margin, _ = zero_shot_maps(b.model, b.tokenizer, task, images[first], against_background=True)
+        maps[f"{name}: '{region}'"] = similarity[:, channels.index(region)]
+        maps[f"{name}: '{region}' - background"] = margin[:, task.region_names.index(region)]
     region_masks = task.region_masks(masks[first])[:, task.region_names.index(region)]
     fig = vpre.plot_zero_shot_comparison(images[first], maps, masks=region_masks, titles=list(task.domains))
     plt.show()

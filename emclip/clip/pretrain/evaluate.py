@@ -98,9 +98,38 @@ def class_embeddings(model, tokenizer, task, prompts: list[list[str]] | None = N
 
 
 @torch.no_grad()
+def zero_shot_maps(model, tokenizer, task, images: torch.Tensor,
+                   against_background: bool = False) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """Patch-level zero-shot maps (B, K, h, w) on the CPU and their K channel names.
+
+    Cosine similarity of each patch (MaskCLIP's value path) with every logit channel's prompts
+    (``task.prompts()``), or with ``against_background`` each region's similarity minus the
+    background prompt's (``task.guidance_prompts()``, background first). The model keeps its
+    training mode and ``requires_grad`` flags.
+    """
+    from emclip.clip.dense import CLIPDenseEncoder
+
+    task = get_task(task)
+    was_training = model.training
+    visual_grad = [p.requires_grad for p in model.visual.parameters()]
+    try:
+        encoder = CLIPDenseEncoder(model, frozen=False).eval()
+        device = next(model.parameters()).device
+        dense = encoder.dense_embeddings(images.to(device))
+        prompts = task.guidance_prompts() if against_background else task.prompts()
+        similarity = pixel_text_similarity(dense, class_embeddings(model, tokenizer, task, prompts).to(device)).cpu()
+    finally:
+        for param, flag in zip(model.visual.parameters(), visual_grad):
+            param.requires_grad_(flag)
+        model.train(was_training)
+    if against_background:
+        return similarity[:, 1:] - similarity[:, :1], task.region_names
+    return similarity, task.output_names
+
+
 def zero_shot_contrast(model, tokenizer, task, images: torch.Tensor, masks: torch.Tensor,
                        against_background: bool = False) -> dict[str, float]:
-    """Mean inside-minus-outside similarity per logit channel of ``task`` (see the module docstring).
+    """Mean inside-minus-outside value of :func:`zero_shot_maps` per channel (see the module docstring).
 
     Args:
         images: (B, 3, H, W) in [0, 1], sides a multiple of the patch size.
@@ -112,28 +141,9 @@ def zero_shot_contrast(model, tokenizer, task, images: torch.Tensor, masks: torc
         ``{channel name: contrast}``: every logit channel (multiclass tasks include ``background``),
         or with ``against_background`` every region.
     """
-    from emclip.clip.dense import CLIPDenseEncoder
-
     task = get_task(task)
-    was_training = model.training
-    visual_grad = [p.requires_grad for p in model.visual.parameters()]
-    try:
-        encoder = CLIPDenseEncoder(model, frozen=False).eval()
-        device = next(model.parameters()).device
-        dense = encoder.dense_embeddings(images.to(device))
-        if against_background:
-            text = class_embeddings(model, tokenizer, task, task.guidance_prompts())  # background first
-            similarity = pixel_text_similarity(dense, text.to(device))
-            names = task.region_names
-            contrast = region_contrast((similarity[:, 1:] - similarity[:, :1]).cpu(), task.region_masks(masks))
-        else:
-            similarity = pixel_text_similarity(dense, class_embeddings(model, tokenizer, task).to(device))
-            names = task.output_names
-            contrast = region_contrast(similarity.cpu(), channel_masks(task, masks))
-    finally:
-        for param, flag in zip(model.visual.parameters(), visual_grad):
-            param.requires_grad_(flag)
-        model.train(was_training)
+    maps, names = zero_shot_maps(model, tokenizer, task, images, against_background)
+    contrast = region_contrast(maps, task.region_masks(masks) if against_background else channel_masks(task, masks))
     return {name: float(value) for name, value in zip(names, contrast.tolist())}
 
 

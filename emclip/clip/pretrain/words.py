@@ -25,26 +25,25 @@ def region_facts(mask: np.ndarray) -> dict:
     return {"area": area, "cy": float(2 * (ys.mean() + 0.5) / h - 1), "cx": float(2 * (xs.mean() + 0.5) / w - 1)}
 
 
-def position_phrase(cy: float, cx: float, third: float = 0.3) -> str:
-    """``"in the upper left"``, ``"at the top"``, ``"in the centre"``, ``"on the right"``, ... ."""
-    vertical = "upper" if cy < -third else "lower" if cy > third else ""
-    horizontal = "left" if cx < -third else "right" if cx > third else ""
-    if vertical and horizontal:
-        return f"in the {vertical} {horizontal}"
-    if vertical:
-        return "at the top" if vertical == "upper" else "at the bottom"
-    if horizontal:
-        return f"on the {horizontal}"
-    return "in the centre"
-
-
-#: the phrases :func:`position_phrase` writes -> (vertical band, horizontal band): -1 top / left,
-#: 0 middle, 1 bottom / right
+#: the place phrases of captions -> (vertical band, horizontal band): -1 top / left, 0 middle,
+#: 1 bottom / right (the one table :func:`position_phrase` writes from and :func:`caption_position` reads)
 POSITION_BANDS = {
     "in the upper left": (-1, -1), "in the upper right": (-1, 1), "in the lower left": (1, -1),
     "in the lower right": (1, 1), "at the top": (-1, 0), "at the bottom": (1, 0), "on the left": (0, -1),
     "on the right": (0, 1), "in the centre": (0, 0),
 }
+_PHRASE_OF_BANDS = {bands: phrase for phrase, bands in POSITION_BANDS.items()}
+
+
+def band_of(value, third: float = 0.3):
+    """-1 below ``-third``, 1 above ``third``, else 0 (a normalised coordinate's third of the image;
+    element-wise for arrays)."""
+    return np.where(np.asarray(value) < -third, -1, np.where(np.asarray(value) > third, 1, 0))
+
+
+def position_phrase(cy: float, cx: float, third: float = 0.3) -> str:
+    """``"in the upper left"``, ``"at the top"``, ``"in the centre"``, ``"on the right"``, ... ."""
+    return _PHRASE_OF_BANDS[(int(band_of(cy, third)), int(band_of(cx, third)))]
 
 
 def caption_position(caption: str) -> tuple[int, int] | None:
@@ -56,12 +55,11 @@ def caption_position(caption: str) -> tuple[int, int] | None:
 
 def band_mask(bands: tuple[int, int], h: int, w: int, third: float = 0.3) -> np.ndarray:
     """(h, w) bool: the grid cells whose centres lie in the named bands, with :func:`position_phrase`'s
-    thresholds (normalised coordinates, ``third`` from the middle)."""
-    def band(n: int, which: int) -> np.ndarray:
-        centre = 2 * (np.arange(n) + 0.5) / n - 1
-        return centre < -third if which < 0 else centre > third if which > 0 else np.abs(centre) <= third
+    thresholds (:func:`band_of` of the normalised cell centres)."""
+    def centres(n: int) -> np.ndarray:
+        return 2 * (np.arange(n) + 0.5) / n - 1
 
-    return band(h, bands[0])[:, None] & band(w, bands[1])[None, :]
+    return (band_of(centres(h), third) == bands[0])[:, None] & (band_of(centres(w), third) == bands[1])[None, :]
 
 
 def relation_phrase(a: dict, b: dict) -> str:
