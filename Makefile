@@ -16,6 +16,11 @@ SITE_DIR ?= results/site
 LAB_DIR ?= notebooks
 LAB_ARGS ?=
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+# `make test` runs on one pytest-xdist worker per core (at most 4), each with one torch thread (tests/conftest.py;
+# OMP_NUM_THREADS=1 for the notebook kernels): unit tests spread over the workers, notebooks one whole notebook
+# per worker (--dist loadfile keeps a notebook's cells in order). UNIT_WORKERS= NB_WORKERS= runs both in one process.
+UNIT_WORKERS ?= -n auto --maxprocesses 4
+NB_WORKERS ?= -n auto --maxprocesses 4 --dist loadfile
 NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
@@ -54,12 +59,13 @@ site: $(SITE_STAMP)  ## the course site from the notebooks `make run` executed -
 test: $(STAMP)  ## the layer contract (import-linter), unit tests, then every notebook through nbval in the `ci` profile
 	@start=$$(date +%s); \
 	$(BIN)/lint-imports --no-cache >/dev/null && echo "layers: import contract kept" && \
-	EMCLIP_PROFILE=ci $(PY) -m pytest tests -q -p no:cacheprovider --ignore=tests/browser && \
-	EMCLIP_NO_WIDGETS=1 EMCLIP_PROFILE=ci $(PY) -m pytest $(NBVAL_FLAGS) notebooks -q -p no:cacheprovider; rc=$$?; \
+	EMCLIP_PROFILE=ci $(PY) -m pytest tests -q -p no:cacheprovider --ignore=tests/browser $(UNIT_WORKERS) && \
+	$(if $(strip $(NB_WORKERS)),OMP_NUM_THREADS=1) EMCLIP_NO_WIDGETS=1 EMCLIP_PROFILE=ci \
+	  $(PY) -m pytest $(NBVAL_FLAGS) notebooks -q -p no:cacheprovider $(NB_WORKERS); rc=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s (after the install)"; exit $$rc
 
 test-unit: $(STAMP)  ## unit tests only
-	EMCLIP_PROFILE=ci $(PY) -m pytest tests -q --ignore=tests/browser
+	EMCLIP_PROFILE=ci $(PY) -m pytest tests -q --ignore=tests/browser $(UNIT_WORKERS)
 
 test-nb: $(STAMP)  ## notebooks only, through nbval (PROFILE=ci by default)
 	EMCLIP_NO_WIDGETS=1 EMCLIP_PROFILE=$(PROFILE) $(PY) -m pytest $(NBVAL_FLAGS) notebooks -q

@@ -9,6 +9,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the unit tests on one pytest-xdist worker per core: one thread per worker (and per
+    # process a test starts) keeps the cores from being oversubscribed, which would make every worker slower
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "0").strip().lower() in {"1", "true", "yes"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import matplotlib
 import pandas as pd
@@ -19,6 +20,7 @@ from emclip.sweep import (
     parse_value,
     read_status,
     run_name,
+    threads_per_run,
 )
 from emclip.viz.sweep import metric_long, plot_metric_heatmap, plot_metric_vs_k_t, plot_metric_vs_param
 
@@ -86,10 +88,12 @@ def test_demo_notebook_runs_em_and_records_fit_per_domain(tmp_path, monkeypatch)
 FIXTURE_CODE = """if a == 0:
     raise ZeroDivisionError("a must not be 0")
 import emclip.runlog
-emclip.runlog.record(score=10 / a, per={"d1": a, "d2": 2 * a}, tag=tag)"""
+import os
+emclip.runlog.record(score=10 / a, per={"d1": a, "d2": 2 * a}, tag=tag, threads=int(os.environ["OMP_NUM_THREADS"]))"""
 
 
-def test_sweep_runs_in_parallel_resumes_and_reports_failures(tmp_path, capsys):
+def test_sweep_runs_in_parallel_resumes_and_reports_failures(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the sweep shares the cores out itself
     notebook = make_notebook(tmp_path / "nb" / "fixture.ipynb", "a = 1\ntag = 'x'", [FIXTURE_CODE])
     out = tmp_path / "sweep"
     argv = ["sweep", str(notebook), "-g", "a=2,0", "-g", "tag=y", "--jobs", "2", "--output", str(out),
@@ -107,6 +111,7 @@ def test_sweep_runs_in_parallel_resumes_and_reports_failures(tmp_path, capsys):
     ok = table.iloc[0]
     assert ok["score"] == 5.0 and ok["per.d1"] == 2 and ok["per.d2"] == 4
     assert ok["tag"] == "y"  # the grid value reached the notebook, not the default 'x'
+    assert ok["threads"] == max(1, (os.cpu_count() or 1) // 2)  # two kernels at once: half the cores each
     status = read_status(out / "a=2__tag=y")
     assert status["params"] == {"a": 2, "tag": "y"} and status["profile"] == "ci"
     assert json.loads((out / "a=2__tag=y" / "metrics.json").read_text())["score"] == 5.0
@@ -118,6 +123,14 @@ def test_sweep_runs_in_parallel_resumes_and_reports_failures(tmp_path, capsys):
     assert {name: read_status(out / name)["started"] for name in started} == started
     assert read_status(out / "a=0__tag=y")["started"] > max(started.values())
     assert len(gather(out)) == 2
+
+
+def test_parallel_runs_share_the_cores_unless_the_user_set_the_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert [threads_per_run(jobs) for jobs in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_per_run(2) is None  # the kernels inherit the user's setting
 
 
 def test_sweep_rejects_a_missing_notebook_and_a_bad_profile(tmp_path):

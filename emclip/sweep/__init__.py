@@ -25,7 +25,8 @@ retried. Grid names must be set in the notebook's ``parameters`` cell (checked b
 Ctrl-C, or the end of the main process, stops the running points (``status: interrupted``) and
 starts no new one; no worker process outlives the sweep.
 Each run writes its files under its own ``results/`` folder (``$EMCLIP_RESULTS_DIR``) so that
-parallel runs never overwrite each other's checkpoints (design choice, not from the paper).
+parallel runs never overwrite each other's checkpoints, and runs at once share the CPU cores out
+(``$OMP_NUM_THREADS`` of each kernel, :func:`threads_per_run`) (design choices, not from the paper).
 """
 
 from emclip.sweep.demo import demo_notebook, find_notebook, make_notebook
@@ -36,6 +37,7 @@ from emclip.sweep.execute import (
     execute_run,
     patched_environ,
     run_sweep,
+    threads_per_run,
 )
 from emclip.sweep.grid import (
     check_grid_names,
@@ -52,5 +54,5 @@ __all__ = [
     "INLINE_BACKEND", "METRICS_FILE", "STATUS_FILE", "TABLE_FILE", "StopRun", "SweepResult", "best_params",
     "check_grid_names", "demo_notebook", "execute_run", "find_notebook", "gather", "grid_points",
     "make_notebook", "notebook_parameters", "parse_grid", "parse_value", "patched_environ", "read_status",
-    "run_name", "run_sweep",
+    "run_name", "run_sweep", "threads_per_run",
 ]
