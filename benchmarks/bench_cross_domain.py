@@ -3,6 +3,8 @@
     python benchmarks/bench_cross_domain.py --estimate        # time a few runs, print the projected wall time
     python benchmarks/bench_cross_domain.py                   # the full grid (resumable: run it again after a kill)
     python benchmarks/bench_cross_domain.py --tasks cardiac --protocols single-source --seeds 0 --methods emclip emclip-random
+    # a config change for every method whose config has the section; runs record their config, so use another --out
+    python benchmarks/bench_cross_domain.py --methods emclip emclip-random --set 'decoder.stem_channels=[]' --out results/cross_domain_no_stem_cpu
 
 The grid: both tasks; the single-source protocol (train on one domain, test on the other three)
 from every domain and the leave-one-domain-out protocol (train on three, test on the fourth);
@@ -69,9 +71,35 @@ METHODS = {
 PROTOCOLS = ("single-source", "leave-one-out")
 
 
+#: (section, key, value) from ``--set``: config changes applied to every method whose config has the section
+SETTINGS: list[tuple[str, str, object]] = []
+
+
+def parse_setting(text: str) -> tuple[str, str, object]:
+    """``"decoder.stem_channels=[]"`` -> ``("decoder", "stem_channels", [])`` (the value read as JSON,
+    else kept as a string)."""
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.partition(".")
+    if not (sep and dot and section and key):
+        raise argparse.ArgumentTypeError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. decoder.stem_channels=[]")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return section, key, value
+
+
 def model_overrides(method: str) -> dict:
-    """Factory overrides of one method: the CLIP weights (``config["clip"]["pretrained"]``)."""
-    return {"clip": {"pretrained": METHODS[method]}} if METHODS[method] else {}
+    """Factory overrides of one method: the CLIP weights (``config["clip"]["pretrained"]``) and the
+    ``--set`` changes of the sections its config has (a U-Net has no ``decoder`` section, say)."""
+    from emclip.models import get_model_config
+
+    overrides = {"clip": {"pretrained": METHODS[method]}} if METHODS[method] else {}
+    sections = get_model_config(method) if SETTINGS else {}
+    for section, key, value in SETTINGS:
+        if isinstance(sections.get(section), dict):
+            overrides.setdefault(section, {})[key] = value
+    return overrides
 
 
 def run_one(task, split, method: str, seed: int, prof, out: Path) -> list[dict]:
@@ -223,7 +251,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default="results/cross_domain_cpu")
     parser.add_argument("--estimate", action="store_true", help="time one run per task and method, project the grid")
+    parser.add_argument("--set", dest="settings", action="append", type=parse_setting, default=[],
+                        metavar="SECTION.KEY=VALUE",
+                        help="change a model-config key of every method that has the section (value as JSON), e.g. "
+                             "--set decoder.stem_channels=[]; use another --out: runs record their config")
     args = parser.parse_args(argv)
+    SETTINGS[:] = args.settings
     if args.threads:
         torch.set_num_threads(args.threads)
     prof = emclip.get_profile(args.profile)

@@ -370,7 +370,10 @@ assert gain.notna().all() and len(gain) == frame.query("weights == 'random'").sh
 #   `where` term, which reads positions from the captions, taught the patches that much about where things are.
 # - Whether that knowledge makes EM-CLIP better on unseen domains is a separate, measured question. Section 7
 #   prints the answer per task: when the kit measured it, the pretrained encoder helped on cardiac (on both
-#   of the benchmark's protocols, in the README) and did not on fundus, where the two encoders tied.
+#   of the benchmark's protocols, in the README) and did not on fundus, where the two encoders tied. The
+#   README's grid without the decoder's conv stem shows why: when the decoder can only go through the encoder,
+#   the pretrained one is far ahead on fundus too, on every split; with the stem the decoder also learns the
+#   bright disc from the pixels, and on fundus that path transfers about as well as the encoder does.
 # - This is a *miniature* foundation model: a few million parameters, synthetic scenes, a short schedule.
 #   Real CLIP models learn from hundreds of millions of real image-text pairs; do not read these numbers as
 #   theirs.

@@ -58,3 +58,24 @@ def test_cross_domain_benchmark_redoes_runs_of_another_config(tmp_path):
     assert not bench.is_current(path, "emclip", get_profile("ci"))  # another profile
     path.write_text(json.dumps({k: v for k, v in record.items() if k != "model_config"}))
     assert not bench.is_current(path, "emclip", prof)  # a run from before configs were recorded
+
+
+def test_set_changes_the_config_of_the_methods_that_have_the_section(monkeypatch):
+    import argparse
+
+    import bench_cross_domain as bench
+
+    from emclip.runtime import get_profile
+
+    assert bench.parse_setting("decoder.stem_channels=[]") == ("decoder", "stem_channels", [])
+    assert bench.parse_setting("decoder.stem_input=centre") == ("decoder", "stem_input", "centre")
+    with pytest.raises(argparse.ArgumentTypeError, match="SECTION.KEY=VALUE"):
+        bench.parse_setting("stem_channels=[]")
+    prof = get_profile("cpu")
+    default = bench.method_config("emclip", prof)
+    monkeypatch.setattr(bench, "SETTINGS", [bench.parse_setting("decoder.stem_channels=[]")])
+    changed = bench.method_config("emclip", prof)
+    assert changed["decoder"]["stem_channels"] == [] and default["decoder"]["stem_channels"] != []
+    assert changed["clip"]["pretrained"] == bench.PRETRAINED  # the weights stay the method's
+    assert bench.method_config("emclip-random", prof)["decoder"]["stem_channels"] == []
+    assert "decoder" not in bench.model_overrides("unet")  # a U-Net has no decoder section: unchanged

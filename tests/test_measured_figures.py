@@ -61,15 +61,20 @@ def test_readme_design_option_table_is_the_measurement():
 
 @pytest.mark.parametrize("task", ["fundus", "cardiac"])
 @pytest.mark.parametrize("protocol", ["single-source", "leave-one-out"])
-def test_readme_grid_table_is_the_measurement(task, protocol, monkeypatch):
-    """The README's 'on every split' table: EM-CLIP minus its random-encoder control over the whole grid."""
+@pytest.mark.parametrize(("folder", "label"), [("cross_domain_cpu", "{task}"),
+                                               ("cross_domain_no_stem_cpu", "{task}, no stem")])
+def test_readme_grid_table_is_the_measurement(task, protocol, folder, label, monkeypatch):
+    """The README's 'on every split' tables: EM-CLIP minus its random-encoder control over the whole grid,
+    with the default decoder and without its stem."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import bench_cross_domain as bench
 
-    frame = bench.gather(ROOT / "results" / "cross_domain_cpu")
+    frame = bench.gather(ROOT / "results" / folder)
     paired = bench.paired_control(frame[(frame.task == task) & (frame.protocol == protocol)])
     total = paired.loc["all"]
-    row = (f"| {task} | {protocol} | {total['emclip']:.3f} | {total['emclip-random']:.3f} | "
+    pairs = frame[(frame.task == task) & (frame.protocol == protocol) & frame.method.isin(["emclip", "emclip-random"])]
+    assert len(pairs.groupby(["split", "method", "seed"])) == 24  # 4 splits x 2 models x seeds 0-2: the whole grid
+    row = (f"| {label.format(task=task)} | {protocol} | {total['emclip']:.3f} | {total['emclip-random']:.3f} | "
            f"{total['mean difference']:+.3f} | {total['pairs higher']} |").replace("-0.", "−0.")
     readme = (ROOT / "README.md").read_text()
     assert row in readme, row
