@@ -70,10 +70,11 @@ def test_readme_grid_table_is_the_measurement(task, protocol, folder, label, mon
     import bench_cross_domain as bench
 
     frame = bench.gather(ROOT / "results" / folder)
-    paired = bench.paired_control(frame[(frame.task == task) & (frame.protocol == protocol)])
-    total = paired.loc["all"]
-    pairs = frame[(frame.task == task) & (frame.protocol == protocol) & frame.method.isin(["emclip", "emclip-random"])]
+    cell = frame[(frame.task == task) & (frame.protocol == protocol)]
+    pairs = cell[cell.method.isin(["emclip", "emclip-random"])]
     assert len(pairs.groupby(["split", "method", "seed"])) == 24  # 4 splits x 2 models x seeds 0-2: the whole grid
+    paired = bench.paired_control(cell)
+    total = paired.loc["all"]
     row = (f"| {label.format(task=task)} | {protocol} | {total['emclip']:.3f} | {total['emclip-random']:.3f} | "
            f"{total['mean difference']:+.3f} | {total['pairs higher']} |").replace("-0.", "−0.")
     readme = (ROOT / "README.md").read_text()

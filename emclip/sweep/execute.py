@@ -236,7 +236,8 @@ def run_sweep(notebook: str | os.PathLike, grid: dict[str, list], output: str | 
                                "dir")
     result = SweepResult(output=output.resolve(), table=None)
     names, todo = _plan(notebook, grid, output, profile, timeout, force, result)
-    threads = threads_per_run(min(jobs, max(1, len(todo))))
+    workers = min(jobs, len(todo))
+    threads = threads_per_run(workers)
     for task in todo:
         task["threads"] = threads
     if todo:
@@ -264,7 +265,7 @@ def run_sweep(notebook: str | os.PathLike, grid: dict[str, list], output: str | 
             bar.write(f"INTERRUPTED {Path(task['run_dir']).name}: marked 'interrupted' in its {STATUS_FILE}")
 
         try:
-            run_in_processes(execute_task, todo, min(jobs, len(todo)), _mp_context(), on_done, on_stopped,
+            run_in_processes(execute_task, todo, workers, _mp_context(), on_done, on_stopped,
                              log_path=lambda task: Path(task["run_dir"]) / WORKER_LOG)
         except KeyboardInterrupt:
             not_started = len(todo) - len(result.executed) - len(stopped)
