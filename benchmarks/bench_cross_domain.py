@@ -5,6 +5,8 @@
     python benchmarks/bench_cross_domain.py --tasks cardiac --protocols single-source --seeds 0 --methods emclip emclip-random
     # a config change for every method whose config has the section; runs record their config, so use another --out
     python benchmarks/bench_cross_domain.py --methods emclip emclip-random --set 'decoder.stem_channels=[]' --out results/cross_domain_no_stem_cpu
+    # the single-source figures shipped beside the weights (notebook 02, the model card), from the runs under --out
+    python benchmarks/bench_cross_domain.py --methods emclip emclip-random --protocols single-source --weights-figures emclip/clip/weights/emclip-tiny-synth-v2.crossdomain.json
 
 The grid: both tasks; the single-source protocol (train on one domain, test on the other three)
 from every domain and the leave-one-domain-out protocol (train on three, test on the fourth);
@@ -176,6 +178,22 @@ def paired_control(df: pd.DataFrame, method: str = "emclip", control: str = "emc
     return pd.DataFrame(rows).T.rename_axis("split")
 
 
+def weights_figures(frame: pd.DataFrame) -> dict:
+    """The single-source runs of ``emclip`` and ``emclip-random`` in the form shipped beside the weights
+    (``emclip/clip/weights/*.crossdomain.json``, read by notebook 02): ``{"task|source|weights|seed":
+    {"per_domain": {domain: Dice, regions averaged}, "unseen": mean over the other domains, "seconds": s}}``."""
+    names = {"emclip": PRETRAINED, "emclip-random": "random"}
+    df = frame[(frame.protocol == "single-source") & frame.method.isin(list(names))]
+    runs = {}
+    for (task, source, method, seed), run in df.groupby(["task", "source_domains", "method", "seed"]):
+        per_domain = run.groupby("target_domain").dice.mean()
+        runs[f"{task}|{source}|{names[method]}|{seed}"] = {
+            "per_domain": {domain: float(d) for domain, d in per_domain.items()},
+            "seconds": float(run.seconds.max()),
+            "unseen": float(per_domain.drop(source).mean())}
+    return runs
+
+
 def tables(frame: pd.DataFrame) -> str:
     """Markdown sections: per task and protocol, the method comparison and the per-domain table."""
     sections = []
@@ -200,11 +218,13 @@ def write_report(out: Path, frame: pd.DataFrame, command: str, prof, seconds: fl
     with atomic_write(out / "results.csv") as tmp:
         frame.to_csv(tmp, index=False)
     status = "complete" if todo == 0 else f"**incomplete: {todo} run(s) still to do** (run the command again)"
+    per_run = frame.groupby(["task", "protocol", "split", "method", "seed"]).seconds.max()
     atomic_write_text(out / "README.md", (
         "# Cross-domain benchmark: pretrained vs random encoder (synthetic data, CPU)\n\n"
         f"Produced by\n\n```bash\n{command}\n```\n\non {platform.processor() or platform.machine()} "
         f"({os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads); "
-        f"{seconds / 60:.1f} min of training and scoring in this call; {status}. Profile: "
+        f"{len(per_run)} runs, {per_run.sum() / 60:.0f} min of training and scoring in all (each run timed on its "
+        f"own, some in parallel; {seconds / 60:.1f} min in this call); {status}. Profile: "
         + ", ".join(f"{k}={v}" for k, v in prof.as_dict().items()) + ". Methods: see the script's docstring; "
         f"`emclip` uses the kit's pretrained `emclip-tiny` weights (`{PRETRAINED}`), `emclip-random` the same "
         "architecture randomly initialised, `unet-stylerand` the U-Net trained with style-prior augmentation.\n\n" + tables(frame) + "\n"))
@@ -251,6 +271,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default="results/cross_domain_cpu")
     parser.add_argument("--estimate", action="store_true", help="time one run per task and method, project the grid")
+    parser.add_argument("--weights-figures", type=Path, default=None, metavar="JSON",
+                        help="rewrite the runs of the figures shipped beside the weights (e.g. emclip/clip/weights/"
+                             "emclip-tiny-synth-v2.crossdomain.json) from the single-source runs under --out")
     parser.add_argument("--set", dest="settings", action="append", type=parse_setting, default=[],
                         metavar="SECTION.KEY=VALUE",
                         help="change a model-config key of every method that has the section (value as JSON), e.g. "
@@ -281,6 +304,11 @@ def main(argv=None) -> int:
         write_report(out, gather(out), command, prof, time.perf_counter() - start, len(todo) - index)
     if not todo and runs:
         write_report(out, gather(out), command, prof, 0.0, 0)
+    if args.weights_figures is not None:
+        shipped = json.loads(args.weights_figures.read_text())
+        shipped["runs"] = weights_figures(gather(out))
+        atomic_write_text(args.weights_figures, json.dumps(shipped, indent=2, sort_keys=True) + "\n")
+        print(f"{len(shipped['runs'])} single-source runs written to {args.weights_figures}")
     return 0
 
 

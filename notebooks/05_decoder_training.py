@@ -104,7 +104,7 @@ emclip.print_config(profile)
 # | EM aggregation | yes (compact semantic centres) | on the deepest level only, after a 1x1 neck; GroupNorm |
 # | text guidance of pixel features | yes (domain-invariant text knowledge guides the decoder) | each pixel attends (single head) over the R class embeddings and the attended text modulates it by FiLM, zero-initialised; FiLM is CLIPSeg's conditioning, but CLIPSeg applies it with one prompt vector and has no cross-attention over class embeddings |
 # | logit = pixel-text similarity | yes | learnable temperature and per-class bias |
-# | conv stem, top-down fusion | — | U-Net-like skip for boundaries lost on the 1/r patch grid; the stem sees the image after local contrast normalisation (`decoder.stem_input="local"`), so it passes on edges rather than the scanner's colour and contrast |
+# | conv stem, top-down fusion | — | U-Net-like skip for boundaries lost on the 1/r patch grid; by default one stage at stride 2, whose 7-pixel view sees edges but not whole structures, so the encoder decides what a region is (an earlier stem that reached stride 4 learnt the bright optic disc from the pixels, and a random encoder then did as well as the pretrained one: the README's benchmark); the stem sees the image after local contrast normalisation (`decoder.stem_input="local"`), so it passes on edges rather than the scanner's colour and contrast |
 #
 # The paper's method section is not public (only its abstract is): every "design choice" entry is the kit's
 # own, and the code's docstrings say so.

@@ -1,5 +1,7 @@
 """The decoder's conv stem: what it sees of the input image."""
 
+import copy
+
 import pytest
 import torch
 
@@ -44,3 +46,34 @@ def test_local_stem_input_also_ignores_an_illumination_gradient_the_standardised
     std_change = (standardised(image)[0] - standardised(lit)[0]).abs().mean() / standardised(image)[0].abs().mean()
     assert local_change < 0.5 * std_change, (local_change, std_change)
     assert local_contrast_normalise(image).shape == image.shape
+
+
+def _receptive_field(stem, size: int = 48) -> list[int]:
+    """Per stem stage: the side, in input pixels, of the region that one central output pixel's convolutions
+    read (GroupNorm, which adds only per-image statistics of each channel group, replaced by the identity)."""
+    stem = copy.deepcopy(stem)
+    for module in stem.modules():
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.GroupNorm):
+                setattr(module, name, torch.nn.Identity())
+    image = torch.rand(1, 3, size, size, requires_grad=True)
+    sides = []
+    for out in stem(image):
+        grad, = torch.autograd.grad(out[0, :, out.shape[-2] // 2, out.shape[-1] // 2].sum(), image, retain_graph=True)
+        rows = grad.abs().sum(dim=(0, 1, 3)).nonzero()
+        sides.append(int(rows.max() - rows.min() + 1))
+    return sides
+
+
+def test_the_default_stem_sees_edges_at_stride_2_and_not_whole_structures():
+    """The default decoder's stem is one stage at stride 2 with a 7-pixel view (the docstrings and the README
+    say why); the earlier two-stage stem also saw 19-pixel windows at stride 4, enough for a whole optic disc."""
+    from emclip.decoder.blocks import ConvStem
+    from emclip.models import create_model, get_model_config
+
+    torch.manual_seed(0)
+    for profile in ("ci", "cpu"):
+        stem = create_model("emclip", "fundus", profile=profile).decoder.stem
+        assert len(stem.stages) == 1 and list(stem.channels) == get_model_config("emclip")["decoder"]["stem_channels"]
+    assert _receptive_field(ConvStem([8], input_norm="centre")) == [7]
+    assert _receptive_field(ConvStem([8, 8], input_norm="centre")) == [7, 19]

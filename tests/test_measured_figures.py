@@ -62,10 +62,11 @@ def test_readme_design_option_table_is_the_measurement():
 @pytest.mark.parametrize("task", ["fundus", "cardiac"])
 @pytest.mark.parametrize("protocol", ["single-source", "leave-one-out"])
 @pytest.mark.parametrize(("folder", "label"), [("cross_domain_cpu", "{task}"),
+                                               ("cross_domain_stem4_cpu", "{task}, stem to stride 4"),
                                                ("cross_domain_no_stem_cpu", "{task}, no stem")])
 def test_readme_grid_table_is_the_measurement(task, protocol, folder, label, monkeypatch):
     """The README's 'on every split' tables: EM-CLIP minus its random-encoder control over the whole grid,
-    with the default decoder and without its stem."""
+    with the default decoder (stem at stride 2), with the earlier stem that reached stride 4, and without a stem."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import bench_cross_domain as bench
 
@@ -103,3 +104,20 @@ def test_readme_seven_method_table_is_the_measurement(monkeypatch):
                    for p in ("single-source", "leave-one-out"))
         line = next(line for line in readme.splitlines() if line.startswith(f"| `{method}`"))
         assert line.endswith(" | ".join(cells) + " |"), (method, line, cells)
+
+
+def test_figures_shipped_beside_the_weights_are_the_grid_runs(monkeypatch):
+    """Notebook 02 and the model card read the single-source runs from the JSON beside the weights: they are
+    the committed grid's runs of emclip (synth-v2) and emclip-random, not a copy that can drift."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_cross_domain as bench
+
+    from emclip.clip.weights import shipped_figures
+
+    expected = bench.weights_figures(bench.gather(ROOT / "results" / "cross_domain_cpu"))
+    shipped = shipped_figures("emclip-tiny", bench.PRETRAINED)["runs"]
+    assert len(expected) == 2 * 2 * 4 * 3  # synth-v2 and random, 2 tasks x 4 sources x seeds 0-2
+    assert sorted(k for k in shipped if k.split("|")[2] in ("random", bench.PRETRAINED)) == sorted(expected)
+    for key, run in expected.items():
+        assert shipped[key]["per_domain"] == pytest.approx(run["per_domain"]), key
+        assert shipped[key]["unseen"] == pytest.approx(run["unseen"]), key
