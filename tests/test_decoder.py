@@ -67,7 +67,7 @@ def _receptive_field(stem, size: int = 48) -> list[int]:
 
 def test_the_default_stem_sees_edges_at_stride_2_and_not_whole_structures():
     """The default decoder's stem is one stage at stride 2 with a 7-pixel view (the docstrings and the README
-    say why); the earlier two-stage stem also saw 19-pixel windows at stride 4, enough for a whole optic disc."""
+    say why); the earlier two-stage stem also read 19-pixel windows at stride 4, about half an optic disc's width."""
     from emclip.decoder.blocks import ConvStem
     from emclip.models import create_model, get_model_config
 

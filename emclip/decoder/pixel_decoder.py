@@ -24,8 +24,9 @@ Design choices, not from the paper (its method section, widths and depths were n
       skip. The kit's default stem has one stage, at stride 2 (``stem_channels=[16]``): its
       convolutions read 7 x 7 pixels, enough for edges but not for whole structures, so it sharpens
       the boundaries while the encoder decides what a region is. A stem that also reached stride 4
-      (19 x 19 pixels) learnt the bright optic disc from the pixels alone, and on the kit's fundus
-      benchmark a random encoder then did as well as the pretrained one (measured; see the README);
+      (19 x 19 pixels, half an optic disc's width at 96 px) learnt the bright disc from the
+      pixels alone, and on the kit's fundus benchmark a random encoder then did as well as the
+      pretrained one (measured; see the README);
     * cross-attention is single-head and modulates the features by FiLM (CLIPSeg uses FiLM
       too; tqdm uses Mask2Former-style deformable attention, too heavy for this kit).
 
