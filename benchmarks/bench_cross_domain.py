@@ -307,7 +307,7 @@ def main(argv=None) -> int:
     if args.weights_figures is not None:
         shipped = json.loads(args.weights_figures.read_text())
         shipped["runs"] = weights_figures(gather(out))
-        atomic_write_text(args.weights_figures, json.dumps(shipped, indent=2, sort_keys=True) + "\n")
+        atomic_write_json(args.weights_figures, shipped)
         print(f"{len(shipped['runs'])} single-source runs written to {args.weights_figures}")
     return 0
 
